@@ -1,0 +1,27 @@
+# statetrain: data → validation → stateful training per grid point → selection → plots.
+#
+#   snakemake --cores 1                                  # the default experiment
+#   snakemake --cores 2 --configfile config/quick.yaml   # replaces config/config.yaml
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# A --configfile given on the command line replaces the default experiment instead of being
+# merged into it (Snakemake merges mapping keys, so the default datasets would otherwise stay).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/select.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,30 @@
+"""Rules plot_loss_curves and plot_sweep_curves: online loss vs frozen validation MSE.
+
+By hand:
+  python scripts/plot_loss_curves.py --out curves.png \
+      --history results/runs/spec/lr~0.001/training_history.json
+"""
+
+from statetrain import plots, scripting
+from statetrain.io import read_json
+
+
+def main(histories: dict[str, str], out: str, title: str) -> None:
+    loaded = {name: read_json(path) for name, path in histories.items()}
+    if len(loaded) == 1:
+        plots.loss_curves(next(iter(loaded.values())), out, title)
+    else:
+        plots.sweep_curves(loaded, out, title)
+
+
+if "snakemake" in globals():
+    sm = globals()["snakemake"]
+    with scripting.rule_logging(sm.log[0]):
+        main(dict(zip(sm.params.names, sm.input, strict=True)), sm.output[0], sm.params.title)
+elif __name__ == "__main__":
+    p = scripting.parser(__doc__)
+    p.add_argument("--history", nargs="+", required=True, help="training_history.json file(s)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    with scripting.rule_logging(args.log, echo=True):
+        main({h: h for h in args.history}, args.out, "")

@@ -1,0 +1,72 @@
+"""Rule plot_predictions: Graph 1 (3 Hz) and Graph 2 (all frequencies) of a selected model.
+
+Predictions are frozen, on the test split, with the state carried from the stream start as in
+training. By hand:
+  python scripts/plot_predictions.py --model results/best/spec/best_model.pth \
+      --data results/data/spec/test.npy --out-dir plots/
+"""
+
+from pathlib import Path
+
+from statetrain import plots, scripting
+from statetrain.runner import load_model
+from statetrain.trainer import Split, predict
+from statetrain.validation import load_array
+
+
+def main(model_path: str, data_path: str, graph1: str, graph2: str, fs: float, title: str) -> None:
+    model, ckpt = load_model(model_path)
+    array = load_array(data_path)
+    split = Split.from_array(array)
+    pred = predict(model, split, ckpt.get("state_reset", "epoch"))
+    freqs = ckpt.get("frequencies") or [1, 3, 5, 7]
+    plots.graph1(
+        array,
+        pred,
+        split.starts,
+        split.columns,
+        freqs,
+        fs,
+        graph1,
+        title=f"Graph 1: extracting 3 Hz, {title} (test set)",
+    )
+    plots.graph2(
+        array,
+        pred,
+        split.starts,
+        split.columns,
+        freqs,
+        fs,
+        graph2,
+        title=f"Graph 2: every frequency, {title} (test set)",
+    )
+
+
+if "snakemake" in globals():
+    sm = globals()["snakemake"]
+    with scripting.rule_logging(sm.log[0]):
+        main(
+            sm.input.model,
+            sm.input.test,
+            sm.output.graph1,
+            sm.output.graph2,
+            sm.params.fs,
+            sm.params.title,
+        )
+elif __name__ == "__main__":
+    p = scripting.parser(__doc__)
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--fs", type=float, default=1000.0)
+    args = p.parse_args()
+    out = Path(args.out_dir)
+    with scripting.rule_logging(args.log, echo=True):
+        main(
+            args.model,
+            args.data,
+            str(out / "graph1.png"),
+            str(out / "graph2.png"),
+            args.fs,
+            Path(args.model).parent.name,
+        )

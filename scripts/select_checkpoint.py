@@ -1,0 +1,94 @@
+"""Rule select_checkpoint: the best grid point of one dataset, by frozen validation MSE.
+
+The test split plays no part in the choice: its score is reported for the chosen run only
+after the choice is made. By hand: python scripts/select_checkpoint.py --dataset spec
+"""
+
+import logging
+import math
+import shutil
+from pathlib import Path
+
+from statetrain import scripting
+from statetrain.config import grid_points
+from statetrain.io import read_json, write_json
+
+log = logging.getLogger("statetrain")
+
+
+def main(
+    dataset: str,
+    names: list[str],
+    metrics_paths: list[str],
+    model_paths: list[str],
+    out_model: str,
+    out_selection: str,
+    out_metrics: str,
+) -> dict:
+    candidates = []
+    for name, path in zip(names, metrics_paths, strict=True):
+        m = read_json(path)
+        score = m["validation"]["overall"]["mse"]
+        candidates.append({"grid_point": name, "val_mse": score, "best_epoch": m["best_epoch"]})
+    finite = [
+        i
+        for i, c in enumerate(candidates)
+        if c["val_mse"] is not None and math.isfinite(c["val_mse"])
+    ]
+    if not finite:
+        raise RuntimeError(f"dataset {dataset}: no grid point has a finite validation MSE")
+    best = min(finite, key=lambda i: candidates[i]["val_mse"])
+    chosen = read_json(metrics_paths[best])
+    tmp = Path(out_model).with_name(f".{Path(out_model).name}.tmp")
+    Path(out_model).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_paths[best], tmp)
+    tmp.replace(out_model)
+    selection = {
+        "dataset": dataset,
+        "criterion": "lowest frozen validation MSE (the test split is not used to choose)",
+        "selected": names[best],
+        "source": model_paths[best],
+        "candidates": candidates,
+    }
+    write_json(selection, out_selection)
+    write_json({**chosen, "selected": names[best]}, out_metrics)
+    log.info(
+        "%s: selected %s (validation MSE %.6f, test MSE %.6f)",
+        dataset,
+        names[best],
+        chosen["validation"]["overall"]["mse"],
+        chosen["test"]["overall"]["mse"],
+    )
+    return selection
+
+
+if "snakemake" in globals():
+    sm = globals()["snakemake"]
+    with scripting.rule_logging(sm.log[0]):
+        main(
+            sm.wildcards.dataset,
+            sm.params.names,
+            list(sm.input.metrics),
+            list(sm.input.models),
+            sm.output.model,
+            sm.output.selection,
+            sm.output.metrics,
+        )
+elif __name__ == "__main__":
+    p = scripting.parser(__doc__)
+    p.add_argument("--dataset", default="spec")
+    args = p.parse_args()
+    cfg = scripting.load(args)
+    names = [scripting.grid_point_name(pt) for pt in grid_points(cfg)]
+    runs = [scripting.RUN.format(dataset=args.dataset, grid_point=n) for n in names]
+    best = scripting.BEST.format(dataset=args.dataset)
+    with scripting.rule_logging(args.log, echo=True):
+        main(
+            args.dataset,
+            names,
+            [f"{r}/metrics.json" for r in runs],
+            [f"{r}/best_model.pth" for r in runs],
+            f"{best}/best_model.pth",
+            f"{best}/selection.json",
+            f"{best}/metrics.json",
+        )

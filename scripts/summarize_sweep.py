@@ -1,0 +1,70 @@
+"""Rule summarize_sweep: one CSV row per dataset × grid point, the selected ones marked.
+
+By hand: python scripts/summarize_sweep.py --config config/config.yaml
+"""
+
+import logging
+
+import pandas as pd
+
+from statetrain import scripting
+from statetrain.config import dataset_spec, grid_points
+from statetrain.io import read_json, write_text
+
+log = logging.getLogger("statetrain")
+
+
+def main(
+    metrics_paths: list[str], selection_paths: list[str], phase_jitter: dict, out_csv: str
+) -> pd.DataFrame:
+    selected = {}
+    for path in selection_paths:
+        sel = read_json(path)
+        selected[sel["dataset"]] = sel["selected"]
+    rows = []
+    for path in metrics_paths:
+        m = read_json(path)
+        row = {
+            "dataset": m["dataset"],
+            "phase_jitter": phase_jitter[m["dataset"]],
+            "grid_point": m["grid_point"],
+            "selected": selected.get(m["dataset"]) == m["grid_point"],
+            "engine": m["engine"],
+            "epochs": m["epochs"],
+            "best_epoch": m["best_epoch"],
+            "train_seconds": m["train_seconds"],
+            "val_mse": m["validation"]["overall"]["mse"],
+            "test_mse": m["test"]["overall"]["mse"],
+            "test_r2": m["test"]["overall"]["r2"],
+            "test_snr_db": m["test"]["overall"]["snr_db"],
+        }
+        for key, value in m["test"].items():
+            if key != "overall":
+                row[f"test_mse_{key}"] = value["mse"]
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    write_text(df.to_csv(index=False, float_format="%.6g"), out_csv)
+    log.info("wrote %s (%d runs)", out_csv, len(df))
+    return df
+
+
+if "snakemake" in globals():
+    sm = globals()["snakemake"]
+    with scripting.rule_logging(sm.log[0]):
+        main(
+            list(sm.input.metrics), list(sm.input.selections), sm.params.phase_jitter, sm.output[0]
+        )
+elif __name__ == "__main__":
+    p = scripting.parser(__doc__)
+    args = p.parse_args()
+    cfg = scripting.load(args)
+    names = [scripting.grid_point_name(pt) for pt in grid_points(cfg)]
+    metrics = [
+        f"{scripting.RUN.format(dataset=d, grid_point=n)}/metrics.json"
+        for d in cfg["datasets"]
+        for n in names
+    ]
+    selections = [f"{scripting.BEST.format(dataset=d)}/selection.json" for d in cfg["datasets"]]
+    jitter = {d: dataset_spec(cfg, d)["phase_jitter"] for d in cfg["datasets"]}
+    with scripting.rule_logging(args.log, echo=True):
+        main(metrics, selections, jitter, "results/sweep/summary.csv")

@@ -1,0 +1,227 @@
+"""One place that turns YAML into a validated experiment: defaults, datasets, grid points.
+
+The Snakefile and every script call these functions, so a config that Snakemake accepts is the
+config a script run by hand accepts, with the same defaults and the same error messages.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SPLITS = ("train", "validation", "test")
+DATA_KEYS = (
+    "frequencies",
+    "fs",
+    "duration_s",
+    "amplitude_range",
+    "phase_jitter",
+    "seeds",
+    "min_stream_length",
+    "train_path",
+    "validation_path",
+    "test_path",
+)
+# Training keys that do not change the weights a run converges to: raising `epochs` continues
+# a run, and `threads` only pins the BLAS pool (results are reproducible at a fixed count).
+NON_IDENTITY_KEYS = frozenset({"epochs", "threads", "max_bad_steps"})
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and what is allowed."""
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("statetrain").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _fill_defaults(node: dict[str, Any], value: dict[str, Any]) -> None:
+    """Fill schema defaults, recursing only through declared `properties`.
+
+    Dataset scenarios (under `additionalProperties`) deliberately stay sparse: a key a scenario
+    leaves out is inherited from `data`, not reset to the schema default.
+    """
+    for key, sub in node.get("properties", {}).items():
+        if key not in value and "default" in sub:
+            value[key] = copy.deepcopy(sub["default"])
+        if isinstance(value.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(sub, value[key])
+
+
+def _format_error(err: Any) -> str:
+    where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    sub = err.schema if isinstance(err.schema, dict) else {}
+    allowed = ""
+    if "enum" in sub:
+        allowed = f" Allowed values: {', '.join(map(str, sub['enum']))}."
+    elif err.validator == "additionalProperties":
+        allowed = f" Known keys here: {', '.join(sorted(sub.get('properties', {})))}."
+    elif err.validator == "propertyNames" and "enum" in sub.get("propertyNames", {}):
+        allowed = f" Allowed keys: {', '.join(sub['propertyNames']['enum'])}."
+    return f"config key '{where}': {err.message}.{allowed}"
+
+
+def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return a validated copy of `cfg` with every default filled in.
+
+    Raises ConfigError naming every offending key, before any job starts.
+    """
+    import jsonschema
+
+    cfg = copy.deepcopy(dict(cfg or {}))
+    sch = schema()
+    _fill_defaults(sch, cfg)
+    validator = jsonschema.Draft202012Validator(sch)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = "\n  ".join(_format_error(e) for e in errors)
+        raise ConfigError(
+            f"Invalid configuration:\n  {lines}\n"
+            "Fix the key(s) above in your config file; config/README.md documents every key."
+        )
+    for name in cfg["datasets"]:
+        cfg["datasets"][name] = cfg["datasets"][name] or {}
+        dataset_spec(cfg, name)  # parse every scenario now: a bad one fails before any job
+    grid_points(cfg)
+    return cfg
+
+
+def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Merge YAML files in order (mappings key by key, like Snakemake), then validate."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file '{path}' does not exist. Pass an existing YAML file.")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Config file '{path}' is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"Config file '{path}' must hold a mapping at the top level.")
+        deep_update(merged, data)
+    if overrides:
+        deep_update(merged, dict(overrides))
+    return validate_config(merged)
+
+
+def deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+_ANGLE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*\*\s*)?pi(?:\s*/\s*(\d+(?:\.\d+)?))?\s*$")
+
+
+def parse_angle(value: float | int | str) -> float:
+    """Radians from a number or from 'pi', 'pi/4', '3*pi/4' (YAML has no π literal)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = _ANGLE.match(str(value))
+    if not match:
+        raise ConfigError(
+            f"phase_jitter '{value}' is neither a number nor of the form 'pi', 'pi/4', '3*pi/4'."
+        )
+    factor = float(match.group(1) or 1.0)
+    divisor = float(match.group(2) or 1.0)
+    return factor * math.pi / divisor
+
+
+def dataset_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The full data description of scenario `name`: `data` overridden by the scenario."""
+    if name not in cfg["datasets"]:
+        known = ", ".join(cfg["datasets"])
+        raise ConfigError(f"Unknown dataset '{name}'. Datasets in this config: {known}.")
+    spec = copy.deepcopy(dict(cfg["data"]))
+    deep_update(spec, cfg["datasets"][name] or {})
+    spec["phase_jitter"] = parse_angle(spec["phase_jitter"])
+    lo, hi = spec["amplitude_range"]
+    if lo > hi:
+        raise ConfigError(f"dataset '{name}': amplitude_range [{lo}, {hi}] must be increasing.")
+    rows = round(spec["duration_s"] * spec["fs"])
+    if rows < spec["min_stream_length"] and not user_paths(spec):
+        raise ConfigError(
+            f"dataset '{name}': duration_s × fs = {rows} rows per stream, fewer than "
+            f"min_stream_length = {spec['min_stream_length']}. Raise duration_s or lower "
+            "min_stream_length."
+        )
+    given = [s for s in SPLITS if f"{s}_path" in spec]
+    if given and len(given) != len(SPLITS):
+        missing = ", ".join(f"{s}_path" for s in SPLITS if s not in given)
+        raise ConfigError(
+            f"dataset '{name}' gives some but not all of its files; add {missing} "
+            "(user data replaces all three generated splits)."
+        )
+    return spec
+
+
+def user_paths(spec: Mapping[str, Any]) -> dict[str, str]:
+    return {s: spec[f"{s}_path"] for s in SPLITS if f"{s}_path" in spec}
+
+
+def grid_points(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, in a stable order.
+
+    An empty grid means one run at the `training` values; it is named by its seed so that the
+    run directory still says what it is.
+    """
+    grid = cfg.get("grid") or {}
+    if not grid:
+        return [{"seed": cfg["training"]["seed"]}]
+    keys = list(grid)
+    points = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+    for point in points:
+        training_config(cfg, point)  # each point must be a valid training section
+    return points
+
+
+def training_config(cfg: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
+    """The `training` section with one grid point's values applied, validated."""
+    import jsonschema
+
+    training = copy.deepcopy(dict(cfg["training"]))
+    training.update(point)
+    sch = schema()["properties"]["training"]
+    errors = list(jsonschema.Draft202012Validator(sch).iter_errors(training))
+    if errors:
+        msgs = "; ".join(f"'{'.'.join(map(str, e.absolute_path))}': {e.message}" for e in errors)
+        raise ConfigError(
+            f"grid point {dict(point)} gives an invalid training section: {msgs}. "
+            "Fix the values listed under `grid:`."
+        )
+    return training
+
+
+def identity(training: Mapping[str, Any], data_digests: Iterable[str] = ()) -> dict[str, Any]:
+    """What a run's weights depend on: every training key but NON_IDENTITY_KEYS, and the data."""
+    ident = {k: v for k, v in sorted(training.items()) if k not in NON_IDENTITY_KEYS}
+    ident["data"] = list(data_digests)
+    return ident
+
+
+def config_hash(ident: Mapping[str, Any]) -> str:
+    blob = json.dumps(ident, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def paramspace(points: list[dict[str, Any]]) -> Any:
+    """The grid as a snakemake.utils.Paramspace: one path segment `key~value` per key."""
+    import pandas as pd
+    from snakemake.utils import Paramspace
+
+    return Paramspace(pd.DataFrame(points), param_sep="~")

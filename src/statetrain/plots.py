@@ -1,0 +1,195 @@
+"""Figures: loss curves, the assignment's Graph 1 and Graph 2, the learnability map.
+
+Every figure has labelled axes with units and a legend, and is sized to be read in the
+Snakemake report at its default width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .metrics import frequency_label
+
+TARGET_VARIANCE = 0.5  # variance of a unit sine: the MSE of a model that learned nothing
+
+
+def _save(fig: plt.Figure, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def loss_curves(history: Mapping[str, list], path: str | Path, title: str = "") -> None:
+    """Online training loss against frozen validation MSE, per epoch (log scale)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = history.get("epoch") or list(range(1, len(history["train_loss"]) + 1))
+    ax.plot(epochs, history["train_loss"], "o-", label="online training loss (weights moving)")
+    if history.get("val_mse"):
+        ax.plot(epochs, history["val_mse"], "s-", label="frozen validation MSE")
+        for key in sorted(k for k in history if k.startswith("val_mse_")):
+            ax.plot(
+                epochs,
+                history[key],
+                "--",
+                lw=1,
+                alpha=0.7,
+                label=f"validation {key.removeprefix('val_mse_')}",
+            )
+    ax.axhline(TARGET_VARIANCE, color="grey", ls=":", label="0.5 = learned nothing")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE")
+    ax.set_title(title or "Loss curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+
+
+def sweep_curves(
+    histories: Mapping[str, Mapping[str, list]], path: str | Path, title: str = ""
+) -> None:
+    """Frozen validation MSE per epoch of every grid point, overlaid."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, hist in histories.items():
+        values = hist.get("val_mse") or hist["train_loss"]
+        ax.plot(range(1, len(values) + 1), values, "o-", ms=3, label=name)
+    ax.axhline(TARGET_VARIANCE, color="grey", ls=":", label="0.5 = learned nothing")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("frozen validation MSE")
+    ax.set_title(title or "Sweep: validation MSE per grid point")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def _stream(array: np.ndarray, pred: np.ndarray, starts: np.ndarray, index: int):
+    ends = np.append(starts[1:], len(array))
+    a, b = int(starts[index]), int(ends[index])
+    return array[a:b], pred[a:b]
+
+
+def _panel(
+    ax: plt.Axes, rows: np.ndarray, pred: np.ndarray, fs: float, freq: float, window_s: float
+) -> None:
+    n = min(len(rows), max(2, round(window_s * fs)))
+    t = np.arange(n) / fs
+    ax.plot(t, rows[:n, 0], color="0.75", lw=0.6, label="noisy mixture S")
+    ax.plot(t, rows[:n, -1], color="C0", lw=1.6, label=f"target sin(2π·{freq:g}·t)")
+    step = max(1, n // 400)
+    mse = float(np.mean((pred - rows[:, -1]) ** 2))
+    ax.plot(
+        t[::step],
+        pred[:n:step],
+        ".",
+        color="C3",
+        ms=3,
+        label=f"LSTM prediction (stream MSE {mse:.4f})",
+    )
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("amplitude")
+    ax.grid(alpha=0.3)
+
+
+def graph1(
+    array: np.ndarray,
+    pred: np.ndarray,
+    starts: np.ndarray,
+    columns: np.ndarray,
+    frequencies: Sequence[float],
+    fs: float,
+    path: str | Path,
+    freq: float = 3.0,
+    window_s: float = 1.0,
+    title: str = "",
+) -> None:
+    """The assignment's Graph 1: one frequency, target line, predictions as dots, S behind."""
+    idx = [i for i, c in enumerate(columns) if math.isclose(frequencies[c], freq)]
+    i = idx[0] if idx else 0
+    rows, p = _stream(array, pred, starts, i)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    _panel(ax, rows, p, fs, frequencies[columns[i]], window_s)
+    ax.set_title(title or f"Graph 1: extracting {frequencies[columns[i]]:g} Hz (test set)")
+    ax.legend(fontsize=7, loc="upper right")
+    _save(fig, path)
+
+
+def graph2(
+    array: np.ndarray,
+    pred: np.ndarray,
+    starts: np.ndarray,
+    columns: np.ndarray,
+    frequencies: Sequence[float],
+    fs: float,
+    path: str | Path,
+    window_s: float = 1.0,
+    title: str = "",
+) -> None:
+    """The assignment's Graph 2: one panel per frequency."""
+    n = len(starts)
+    cols = 2 if n > 1 else 1
+    nrows = math.ceil(n / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(11, 3.2 * nrows), squeeze=False)
+    for i in range(n):
+        ax = axes[i // cols][i % cols]
+        rows, p = _stream(array, pred, starts, i)
+        _panel(ax, rows, p, fs, frequencies[columns[i]], window_s)
+        ax.set_title(f"{frequencies[columns[i]]:g} Hz")
+        ax.legend(fontsize=6, loc="upper right")
+    for j in range(n, nrows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.suptitle(title or "Graph 2: every frequency extracted from the mixture (test set)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _angle_label(w: float) -> str:
+    if w == 0:
+        return "0"
+    frac = w / math.pi
+    for den in (1, 2, 3, 4, 6, 8, 16):
+        num = frac * den
+        if abs(num - round(num)) < 1e-6:
+            num = round(num)
+            top = "π" if num == 1 else f"{num}π"
+            return top if den == 1 else f"{top}/{den}"
+    return f"{w:.2f}"
+
+
+def learnability(summary: pd.DataFrame, path: str | Path) -> None:
+    """Test MSE against phase jitter: one line per grid point, the selected model marked."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    df = summary.sort_values("phase_jitter")
+    for name, group in df.groupby("grid_point", sort=True):
+        ax.plot(group["phase_jitter"], group["test_mse"], "o-", ms=4, alpha=0.8, label=name)
+    best = df[df["selected"]]
+    ax.plot(
+        best["phase_jitter"],
+        best["test_mse"],
+        "k*",
+        ms=12,
+        label="selected per dataset (by validation)",
+    )
+    ax.axhline(TARGET_VARIANCE, color="grey", ls=":", label="0.5 = learned nothing")
+    ticks = sorted(df["phase_jitter"].unique())
+    ax.set_xticks(ticks, [_angle_label(w) for w in ticks])
+    ax.set_yscale("log")
+    ax.set_xlabel("phase jitter w (rad): φ ~ U(-w, w) per sample")
+    ax.set_ylabel("frozen test MSE")
+    ax.set_title("Learnability: test MSE against phase noise")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+__all__ = ["frequency_label", "graph1", "graph2", "learnability", "loss_curves", "sweep_curves"]

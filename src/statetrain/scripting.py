@@ -1,0 +1,99 @@
+"""What every rule script shares: logging into the rule's log file, and the by-hand CLI.
+
+A script runs two ways with the same code: under Snakemake (``script:``, the ``snakemake``
+object supplies paths and params) or by hand (``python scripts/x.py --config ...``, paths
+follow the workflow's layout). Both end in the script's ``main`` with plain arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import load_config
+
+# The workflow's output layout; workflow/rules/*.smk spell the same paths.
+DATA = "results/data/{dataset}/{split}.npy"
+REPORT = "results/data/{dataset}/{split}.validation.json"
+RUN = "results/runs/{dataset}/{grid_point}"
+BEST = "results/best/{dataset}"
+PLOTS = "results/plots/{dataset}"
+
+
+@contextlib.contextmanager
+def rule_logging(log_path: str | Path | None, echo: bool = False) -> Iterator[logging.Logger]:
+    """Send `logging` (and tqdm's stderr) to the rule's log file; log any failure there.
+
+    The exception is re-raised so that Snakemake sees the job fail, but its one-paragraph
+    message is the last line of the log, where `--show-failed-logs` shows it.
+    """
+    logger = logging.getLogger("statetrain")
+    logger.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    handlers: list[logging.Handler] = []
+    stream = None
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - closed below
+        handlers.append(logging.StreamHandler(stream))
+    if echo or not log_path:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    old_stderr = sys.stderr
+    if stream is not None and not echo:
+        sys.stderr = stream
+    try:
+        yield logger
+    except BaseException as exc:
+        if not isinstance(exc, SystemExit) or exc.code not in (0, None):
+            logger.error("%s: %s", type(exc).__name__, exc)
+        raise
+    finally:
+        sys.stderr = old_stderr
+        for h in handlers:
+            logger.removeHandler(h)
+        if stream is not None:
+            stream.close()
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(
+        "--config",
+        nargs="+",
+        default=["config/config.yaml"],
+        help="config file(s), merged in order (default: config/config.yaml)",
+    )
+    p.add_argument("--log", default=None, help="log file (default: stderr)")
+    return p
+
+
+def load(args: argparse.Namespace) -> dict[str, Any]:
+    return load_config(*args.config)
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """`key=value` pairs with YAML-typed values (lr=1e-3 → float, state_reset=stream → str)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"expected key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def grid_point_name(point: dict[str, Any]) -> str:
+    """The run directory of a grid point, as snakemake.utils.Paramspace spells it."""
+    from .config import paramspace
+
+    return paramspace([point]).instance_patterns.__iter__().__next__()

@@ -1,0 +1,573 @@
+"""The stateful trainer: the seed's reference loop, its native twin, and frozen evaluation.
+
+The reference loop is written plainly in PyTorch and is the oracle the native kernel is tested
+against. Per chunk of ``tbptt_steps`` rows (1 = the seed's loop): forward with the carried
+state, MSE, backward, clip the gradient norm, optimizer step, detach the state. The state is
+zeroed once per epoch (``state_reset="epoch"``, the seed) or at every stream start
+(``"stream"``). A step whose loss or gradient is not finite is skipped and counted.
+
+Model quality is never read off the online loss (the weights move every step, so it can look
+good while the frozen model has learned nothing): after each epoch the frozen model is scored
+on the validation split, and selection uses that score.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, load_checkpoint_file, save_checkpoint_file
+from .data import FrequencyDataset, stream_columns, stream_starts
+from .metrics import evaluate_streams, frequency_label
+
+log = logging.getLogger("statetrain")
+
+STATE_RESETS = ("epoch", "stream")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. too many consecutive non-finite steps)."""
+
+
+def set_seed(seed: int) -> None:
+    """Seed every generator a run touches, so that a config and seed fix the weights."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def get_device(preference: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU; an explicit preference wins."""
+    if preference != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class Split:
+    """One split as arrays: what both engines consume, whatever loader it came from."""
+
+    x: np.ndarray  # (N, n_inputs) float32
+    y: np.ndarray  # (N,) float32
+    starts: np.ndarray  # stream start rows
+    columns: np.ndarray  # hot C column of each stream
+
+    @classmethod
+    def from_array(cls, array: np.ndarray) -> Split:
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        return cls(
+            x=np.ascontiguousarray(array[:, :-1]),
+            y=np.ascontiguousarray(array[:, -1]),
+            starts=stream_starts(array),
+            columns=stream_columns(array),
+        )
+
+    @classmethod
+    def from_loader(cls, loader: DataLoader | Iterable) -> Split:
+        """Arrays from the seed's DataLoader (batch 1, no shuffle) or any (x, y) dataset.
+
+        A FrequencyDataset (or a Subset of one) hands over its arrays directly; anything else
+        is read once, row by row, in order.
+        """
+        if isinstance(loader, DataLoader):
+            if not isinstance(loader.sampler, torch.utils.data.SequentialSampler):
+                raise ValueError(
+                    "Stateful training needs rows in time order: build the DataLoader with "
+                    "shuffle=False (the state carried from row t to row t+1 is meaningless "
+                    "after shuffling)."
+                )
+            dataset = loader.dataset
+        else:
+            dataset = loader
+        indices = None
+        while isinstance(dataset, Subset):
+            idx = np.asarray(dataset.indices)
+            indices = idx if indices is None else idx[indices]
+            dataset = dataset.dataset
+        if isinstance(dataset, FrequencyDataset):
+            data = dataset.data if indices is None else dataset.data[indices]
+            return cls.from_array(data)
+        rows = [(np.asarray(x).ravel(), np.asarray(y).ravel()) for x, y in dataset]
+        array = np.concatenate(
+            [np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])[:, :1]], axis=1
+        )
+        return cls.from_array(array)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def chunk_bounds(n_rows: int, starts: np.ndarray, k: int, state_reset: str) -> list[tuple]:
+    """(first row, end row, reset state before?) of every TBPTT chunk of an epoch."""
+    if state_reset == "epoch":
+        return [(a, min(a + k, n_rows), a == 0) for a in range(0, n_rows, k)]
+    ends = np.append(starts[1:], n_rows)
+    return [
+        (a, min(a + k, int(end)), a == int(start))
+        for start, end in zip(starts, ends, strict=True)
+        for a in range(int(start), int(end), k)
+    ]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, state_reset: str = "epoch") -> np.ndarray:
+    """Frozen-weight predictions with the state carried exactly as in training.
+
+    With no weight updates, carrying the state step by step is the same computation as one
+    LSTM call over the whole sequence, so this runs at sequence speed in plain PyTorch.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.from_numpy(split.x).to(device)
+    try:
+        if state_reset == "epoch":
+            out, _ = model(x.unsqueeze(0), None)
+            return out[0].float().cpu().numpy()
+        ends = np.append(split.starts[1:], len(split))
+        parts = [
+            model(x[a:b].unsqueeze(0), None)[0][0].float().cpu().numpy()
+            for a, b in zip(split.starts, ends, strict=True)
+        ]
+        return np.concatenate(parts)
+    finally:
+        model.train(was_training)
+
+
+def _rss_mb() -> float:
+    return psutil.Process(os.getpid()).memory_info().rss / 2**20
+
+
+def _rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    nps = state["numpy"]
+    np.random.set_state(
+        (
+            nps["name"],
+            nps["keys"].numpy().astype(np.uint32),
+            nps["pos"],
+            nps["has_gauss"],
+            nps["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    rows: int
+    updates: int
+    grad_norm_mean: float
+    clipped_fraction: float
+    bad_steps: int
+    h_norm: float
+    c_norm: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StatefulTrainer:
+    """Train a FrequencyLSTM one step (or one TBPTT chunk) at a time with carried state.
+
+    Seed-compatible: ``StatefulTrainer(model, train_loader, criterion, optimizer, device,
+    clip_grad_norm)`` with ``train_epoch``, ``train``, ``save_checkpoint``, ``load_checkpoint``
+    and ``save_history``. The keyword options below are off by default, so the default is the
+    seed's loop exactly.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_loader: DataLoader | Iterable,
+        criterion: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device | str = "cpu",
+        clip_grad_norm: float | None = 1.0,
+        *,
+        val_loader: DataLoader | Iterable | None = None,
+        tbptt_steps: int = 1,
+        state_reset: str = "epoch",
+        engine: str = "torch",
+        scheduler: Any = None,
+        max_bad_steps: int = 100,
+        frequencies: Sequence[float] | None = None,
+        progress: bool = True,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if state_reset not in STATE_RESETS:
+            raise ValueError(f"state_reset must be one of {STATE_RESETS}, got {state_reset!r}")
+        if tbptt_steps < 1:
+            raise ValueError(f"tbptt_steps must be >= 1, got {tbptt_steps}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.criterion = criterion
+        self.optimizer = optimizer
+        self.clip_grad_norm = clip_grad_norm
+        self.tbptt_steps = tbptt_steps
+        self.state_reset = state_reset
+        self.scheduler = scheduler
+        self.max_bad_steps = max_bad_steps
+        self.progress = progress
+        self.metadata = dict(metadata or {})
+        self.train_split = (
+            train_loader if isinstance(train_loader, Split) else Split.from_loader(train_loader)
+        )
+        self.val_split = None
+        if val_loader is not None:
+            self.val_split = (
+                val_loader if isinstance(val_loader, Split) else Split.from_loader(val_loader)
+            )
+        n_streams = len(self.train_split.columns)
+        self.frequencies = list(frequencies) if frequencies else list(range(1, 1 + n_streams))
+        self.engine, self.engine_reason = self._resolve_engine(engine)
+        self.epoch = 0  # completed epochs
+        self.history: dict[str, list] = {"train_loss": [], "epoch_times": []}
+        self.best_score = float("inf")
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.monitor = "val_mse" if self.val_split is not None else "train_loss"
+
+    # ---------------------------------------------------------------- engine selection
+    def _resolve_engine(self, requested: str) -> tuple[str, str]:
+        if requested not in ("auto", "torch", "native"):
+            raise ValueError(f"engine must be auto, torch or native, got {requested!r}")
+        if requested == "torch":
+            return "torch", "requested"
+        ok, why = self._native_supported()
+        if ok:
+            return "native", "requested" if requested == "native" else "auto: options supported"
+        if requested == "native":
+            log.warning("native engine requested but %s; falling back to the torch engine", why)
+        return "torch", f"native unavailable: {why}"
+
+    def _native_supported(self) -> tuple[bool, str]:
+        if self.device.type != "cpu":
+            return False, f"the native kernel runs on the CPU, not {self.device}"
+        if type(self.criterion) is not nn.MSELoss or self.criterion.reduction != "mean":
+            return False, "the native kernel implements MSELoss(reduction='mean') only"
+        try:
+            from . import native
+        except ImportError as exc:
+            return False, f"the native module cannot be imported ({exc})"
+        return native.supports(
+            self.model,
+            self.optimizer,
+            tbptt_steps=self.tbptt_steps,
+            state_reset=self.state_reset,
+            clip_grad_norm=self.clip_grad_norm,
+        )
+
+    # ---------------------------------------------------------------- one epoch
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over the training rows; returns the online (moving-weights) MSE."""
+        stats = self._native_epoch() if self.engine == "native" else self._torch_epoch(epoch)
+        self.last_stats = stats
+        if stats.extra.get("stopped_early"):
+            raise TrainingError(
+                f"epoch {epoch}: {self.max_bad_steps} consecutive steps had a non-finite loss or "
+                "gradient, so training stopped; the weights and the last checkpoint are the last "
+                "finite ones. Lower training.lr, keep clip_grad_norm on, and check the input data."
+            )
+        return stats.loss
+
+    def _torch_epoch(self, epoch: int) -> EpochStats:
+        """The reference loop, exactly the seed's for tbptt_steps=1 and state_reset='epoch'."""
+        model, opt, split = self.model, self.optimizer, self.train_split
+        model.train()
+        x = torch.from_numpy(split.x).to(self.device)
+        y = torch.from_numpy(split.y).to(self.device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        chunks = chunk_bounds(len(split), split.starts, self.tbptt_steps, self.state_reset)
+        state = None
+        sq_err = 0.0
+        rows = updates = bad = consecutive_bad = clipped = 0
+        grad_norms: list[float] = []
+        h_norm = c_norm = 0.0
+        stopped = False
+        bar = tqdm(
+            chunks, desc=f"epoch {epoch}", disable=not self.progress, mininterval=5, leave=False
+        )
+        for a, b, reset in bar:
+            if reset:
+                state = None
+            out, state = model(x[a:b].unsqueeze(0), state)
+            loss = self.criterion(out[0], y[a:b])
+            opt.zero_grad()
+            loss.backward()
+            if self.clip_grad_norm is not None:
+                gn = float(nn.utils.clip_grad_norm_(params, self.clip_grad_norm))
+            else:
+                gn = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+            loss_value = float(loss)
+            state = (state[0].detach(), state[1].detach())
+            if not (np.isfinite(loss_value) and np.isfinite(gn)):
+                bad += 1
+                consecutive_bad += 1
+                if not torch.isfinite(state[0]).all() or not torch.isfinite(state[1]).all():
+                    state = None  # a poisoned state would poison every later step
+                if consecutive_bad >= self.max_bad_steps:
+                    stopped = True
+                    break
+                continue
+            consecutive_bad = 0
+            opt.step()
+            updates += 1
+            rows += b - a
+            sq_err += loss_value * (b - a)
+            grad_norms.append(gn)
+            clipped += self.clip_grad_norm is not None and gn > self.clip_grad_norm
+            h_norm += float(state[0].norm())
+            c_norm += float(state[1].norm())
+        n = max(updates, 1)
+        return EpochStats(
+            loss=sq_err / max(rows, 1),
+            rows=rows,
+            updates=updates,
+            grad_norm_mean=float(np.mean(grad_norms)) if grad_norms else float("nan"),
+            clipped_fraction=clipped / n,
+            bad_steps=bad,
+            h_norm=h_norm / n,
+            c_norm=c_norm / n,
+            extra={"stopped_early": stopped},
+        )
+
+    def _native_epoch(self) -> EpochStats:
+        from . import native
+
+        split = self.train_split
+        res = native.train_epoch(
+            self.model,
+            self.optimizer,
+            split.x,
+            split.y,
+            split.starts,
+            tbptt_steps=self.tbptt_steps,
+            state_reset=self.state_reset,
+            clip_grad_norm=self.clip_grad_norm,
+            max_bad_steps=self.max_bad_steps,
+        )
+        h_norm, c_norm = res.state_norms
+        return EpochStats(
+            loss=res.loss,
+            rows=res.rows,
+            updates=res.updates,
+            grad_norm_mean=res.grad_norm_mean,
+            clipped_fraction=res.clipped_fraction,
+            bad_steps=res.bad_steps,
+            h_norm=float(h_norm),
+            c_norm=float(c_norm),
+            extra={"stopped_early": res.stopped_early},
+        )
+
+    # ---------------------------------------------------------------- evaluation
+    def predict(self, split: Split) -> np.ndarray:
+        """Frozen predictions (no updates), natively when the engine is native."""
+        if self.engine == "native":
+            from . import native
+
+            return native.evaluate(self.model, split.x, split.starts, state_reset=self.state_reset)
+        return predict(self.model, split, self.state_reset)
+
+    def evaluate(self, split: Split) -> dict[str, dict[str, float]]:
+        """Frozen-weight metrics, overall and per frequency."""
+        pred = self.predict(split)
+        return evaluate_streams(split.y, pred, split.starts, split.columns, self.frequencies)
+
+    # ---------------------------------------------------------------- the epoch loop
+    def _record(self, key: str, value: Any) -> None:
+        self.history.setdefault(key, []).append(value)
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch, evaluate the frozen model, record everything, update the best."""
+        epoch = self.epoch + 1
+        lr = self.optimizer.param_groups[0]["lr"]
+        t0 = time.perf_counter()
+        loss = self.train_epoch(epoch)
+        seconds = time.perf_counter() - t0
+        stats = self.last_stats
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": loss,
+            "lr": lr,
+            "epoch_times": seconds,
+            "grad_norm_mean": stats.grad_norm_mean,
+            "clipped_fraction": stats.clipped_fraction,
+            "bad_steps": stats.bad_steps,
+            "h_norm": stats.h_norm,
+            "c_norm": stats.c_norm,
+        }
+        if self.val_split is not None:
+            t1 = time.perf_counter()
+            metrics = self.evaluate(self.val_split)
+            row["val_mse"] = metrics["overall"]["mse"]
+            for f in self.frequencies:
+                label = frequency_label(f)
+                if label in metrics:
+                    row[f"val_mse_{label}"] = metrics[label]["mse"]
+            row["eval_time"] = time.perf_counter() - t1
+        row["rss_mb"] = _rss_mb()
+        for key, value in row.items():
+            self._record(key, value)
+        self.epoch = epoch
+        score = row[self.monitor]
+        row["improved"] = bool(np.isfinite(score) and score < self.best_score)
+        if row["improved"]:
+            self.best_score, self.best_epoch = float(score), epoch
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        if self.scheduler is not None:
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(score)
+            else:
+                self.scheduler.step()
+        return row
+
+    def train(
+        self,
+        num_epochs: int,
+        save_dir: str | Path | None = "models",
+        save_best: bool = True,
+        save_last: bool = False,
+    ) -> dict[str, list]:
+        """Train until `num_epochs` epochs are complete (continuing a resumed trainer).
+
+        The best checkpoint is chosen by frozen validation MSE when a validation split was
+        given, by the online training loss otherwise (the seed's choice, logged as such).
+        """
+        if save_dir is not None:
+            Path(save_dir).mkdir(parents=True, exist_ok=True)
+        log.info("engine: %s (%s)", self.engine, self.engine_reason)
+        log.info("model: %s", getattr(self.model, "get_model_summary", lambda: self.model)())
+        if self.monitor == "train_loss":
+            log.warning(
+                "no validation split: the best checkpoint is chosen by the online training "
+                "loss, which can look good while the frozen model has learned nothing"
+            )
+        while self.epoch < num_epochs:
+            row = self.run_epoch()
+            val = f" val_mse {row['val_mse']:.6f}" if "val_mse" in row else ""
+            log.info(
+                "epoch %d/%d train_loss %.6f%s lr %.3g %.2fs%s",
+                row["epoch"],
+                num_epochs,
+                row["train_loss"],
+                val,
+                row["lr"],
+                row["epoch_times"],
+                " *best*" if row["improved"] else "",
+            )
+            if save_dir is not None and save_best and row["improved"]:
+                self.save_checkpoint(save_dir, "best_model.pth", best_only=True)
+            if save_dir is not None and save_last:
+                self.save_checkpoint(save_dir, "last.pth")
+        return self.history
+
+    # ---------------------------------------------------------------- checkpoints
+    def model_args(self) -> dict[str, Any]:
+        m = self.model
+        return {
+            "input_size": getattr(m, "input_size", 5),
+            "hidden_size": getattr(m, "hidden_size", 64),
+            "num_layers": getattr(m, "num_layers", 1),
+        }
+
+    def state_payload(self, best_only: bool = False) -> dict[str, Any]:
+        """Everything a run needs to resume; `best_only` gives the deployable best model."""
+        weights = self.best_state if best_only and self.best_state else self.model.state_dict()
+        payload: dict[str, Any] = {
+            "epoch": self.best_epoch if best_only else self.epoch,
+            "model_state_dict": weights,
+            "model_args": self.model_args(),
+            "history": self.history,
+            "best": {"score": self.best_score, "epoch": self.best_epoch, "monitor": self.monitor},
+            "frequencies": self.frequencies,
+            "state_reset": self.state_reset,
+            **self.metadata,
+        }
+        if not best_only:
+            payload["optimizer_state_dict"] = self.optimizer.state_dict()
+            payload["scheduler_state_dict"] = (
+                self.scheduler.state_dict() if self.scheduler is not None else None
+            )
+            payload["best_state_dict"] = self.best_state
+            payload["rng"] = _rng_state()
+        return payload
+
+    def save_checkpoint(
+        self,
+        save_dir: str | Path,
+        filename: str = "checkpoint.pth",
+        epoch: int | None = None,
+        loss: float | None = None,
+        *,
+        best_only: bool = False,
+    ) -> Path:
+        """Atomic write of the full resumable state (or of the best weights)."""
+        payload = self.state_payload(best_only=best_only)
+        if loss is not None:
+            payload["loss"] = loss
+        if epoch is not None:
+            payload["epoch"] = epoch
+        return save_checkpoint_file(payload, Path(save_dir) / filename)
+
+    def load_checkpoint(self, checkpoint_path: str | Path) -> dict[str, Any]:
+        """Restore model, optimizer, scheduler, history, best-so-far and RNG states."""
+        ckpt = load_checkpoint_file(checkpoint_path, map_location=self.device)
+        try:
+            self.model.load_state_dict(ckpt["model_state_dict"])
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"Checkpoint '{checkpoint_path}' does not fit this model "
+                f"({self.model_args()}): {str(exc).splitlines()[0]}"
+            ) from None
+        if ckpt.get("optimizer_state_dict"):
+            self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        if self.scheduler is not None and ckpt.get("scheduler_state_dict"):
+            self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
+        self.history = {k: list(v) for k, v in ckpt.get("history", self.history).items()}
+        self.epoch = int(ckpt.get("epoch", 0))
+        best = ckpt.get("best") or {}
+        self.best_score = float(best.get("score", float("inf")))
+        self.best_epoch = int(best.get("epoch", 0))
+        self.best_state = ckpt.get("best_state_dict")
+        if ckpt.get("rng"):
+            _set_rng_state(ckpt["rng"])
+        return ckpt
+
+    def save_history(self, save_path: str | Path) -> None:
+        from .io import write_json
+
+        write_json(self.history, save_path)

@@ -1,0 +1,261 @@
+"""Dataset validation: every file is checked before any training touches it.
+
+Each failure raises DatasetError with one paragraph: which check failed, where (row/column),
+what was found and what was expected. The ``.npy`` header is read and checked by hand before
+numpy reads the data, so a pickle, an object array, a truncated file or a header that claims
+gigabytes never reaches numpy's loader (and is never unpickled).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TARGET_EPS = 1e-3
+ACCEPTED_DTYPES = (np.dtype("float32"), np.dtype("float64"))
+
+
+class DatasetError(ValueError):
+    """A dataset file failed a validation check; the message says which, where and why."""
+
+    def __init__(self, path: str | Path | None, check: str, detail: str, fix: str = "") -> None:
+        self.path = str(path) if path is not None else "<array>"
+        self.check = check
+        where = f"Dataset '{self.path}'"
+        text = f"{where} failed check '{check}': {detail}"
+        if fix:
+            text += f" {fix}"
+        super().__init__(text)
+
+
+def _read_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Shape, fortran order, dtype and data offset, without reading the data."""
+    size = path.stat().st_size
+    if size == 0:
+        raise DatasetError(
+            path,
+            "readable",
+            "the file is empty (0 bytes).",
+            "Regenerate it or point the config at the right file.",
+        )
+    with open(path, "rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+        except ValueError as exc:
+            raise DatasetError(
+                path,
+                "readable",
+                f"not a NumPy .npy file ({exc}); a pickle or another format is refused.",
+                "Save the array with numpy.save(path, array).",
+            ) from None
+        try:
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        except (ValueError, SyntaxError, TypeError) as exc:
+            raise DatasetError(
+                path,
+                "readable",
+                f"the .npy header is malformed ({exc}).",
+                "Regenerate the file with numpy.save.",
+            ) from None
+        offset = fh.tell()
+    return shape, fortran, dtype, offset
+
+
+def load_array(path: str | Path) -> np.ndarray:
+    """Load a .npy file safely (no pickles, no lying headers); DatasetError on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(
+            path,
+            "exists",
+            "the file does not exist.",
+            "Check the path in the config (data.*_path) or run the workflow to generate it.",
+        )
+    if not path.is_file():
+        raise DatasetError(path, "exists", "the path is not a regular file.")
+    shape, _fortran, dtype, offset = _read_header(path)
+    if dtype.hasobject:
+        raise DatasetError(
+            path,
+            "dtype",
+            f"the array holds Python objects (dtype {dtype}); "
+            "object arrays need unpickling and are refused.",
+            "Save a float32 array instead.",
+        )
+    if dtype not in ACCEPTED_DTYPES:
+        raise DatasetError(
+            path,
+            "dtype",
+            f"dtype is {dtype}, expected float32 (float64 is converted).",
+            "Convert with array.astype(numpy.float32).",
+        )
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    actual = path.stat().st_size - offset
+    if actual != expected:
+        state = "truncated" if actual < expected else "followed by extra bytes"
+        raise DatasetError(
+            path,
+            "readable",
+            f"the header claims shape {shape} of {dtype} ({expected:,} bytes) but "
+            f"the file holds {actual:,} data bytes: it is {state}.",
+            "Regenerate the file; a partly written file is never trusted.",
+        )
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DatasetError(path, "readable", f"numpy could not read it ({exc}).") from None
+    return array
+
+
+def _first_bad_row(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def validate_array(
+    array: np.ndarray,
+    *,
+    path: str | Path | None = None,
+    min_stream_length: int = 1,
+    n_frequencies: int | None = None,
+) -> dict[str, Any]:
+    """Run every content check on an in-memory array; return the report or raise DatasetError."""
+    if array.ndim != 2:
+        raise DatasetError(
+            path,
+            "2-D",
+            f"the array has shape {array.shape}; expected 2-D "
+            "(rows, columns) = (N, n_frequencies + 2).",
+        )
+    if array.dtype not in ACCEPTED_DTYPES:
+        raise DatasetError(path, "dtype", f"dtype is {array.dtype}, expected float32.")
+    n_rows, n_cols = array.shape
+    expected_cols = (n_frequencies + 2) if n_frequencies else None
+    if n_cols < 3 or (expected_cols and n_cols != expected_cols):
+        want = expected_cols or "at least 3"
+        raise DatasetError(
+            path,
+            "columns",
+            f"it has {n_cols} columns; expected {want}: [S, C1..Cn (one-hot), target].",
+        )
+    if n_rows == 0:
+        raise DatasetError(path, "non-empty", "it has 0 rows.")
+    finite = np.isfinite(array)
+    if not finite.all():
+        row = _first_bad_row(~finite.all(axis=1))
+        col = int(np.flatnonzero(~finite[row])[0])
+        raise DatasetError(
+            path,
+            "finite",
+            f"row {row}, column {col} holds {array[row, col]}; "
+            "every value must be finite (no NaN or Inf).",
+        )
+    onehot = array[:, 1:-1]
+    binary = (onehot == 0) | (onehot == 1)
+    if not binary.all():
+        row = _first_bad_row(~binary.all(axis=1))
+        col = 1 + int(np.flatnonzero(~binary[row])[0])
+        raise DatasetError(
+            path,
+            "one-hot",
+            f"row {row}, column {col} holds {array[row, col]}; C columns must be exactly 0 or 1.",
+        )
+    hot = onehot.sum(axis=1)
+    if not (hot == 1).all():
+        row = _first_bad_row(hot != 1)
+        raise DatasetError(
+            path,
+            "one-hot",
+            f"row {row} has {int(hot[row])} hot C columns; "
+            "exactly one must be 1 (it selects the stream's frequency).",
+        )
+    which = np.argmax(onehot, axis=1)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(which)) + 1])
+    seen: set[int] = set()
+    for start in starts:
+        col = int(which[start])
+        if col in seen:
+            raise DatasetError(
+                path,
+                "contiguous streams",
+                f"the stream of column {1 + col} starts again at row {start}; "
+                "each frequency must be one contiguous block of rows.",
+            )
+        seen.add(col)
+    lengths = np.diff(np.append(starts, n_rows))
+    short = np.flatnonzero(lengths < max(min_stream_length, 2))
+    if short.size:
+        i = int(short[0])
+        raise DatasetError(
+            path,
+            "stream length",
+            f"the stream starting at row {starts[i]} (column {1 + which[starts[i]]}) "
+            f"has {lengths[i]} rows; at least {max(min_stream_length, 2)} expected "
+            "(data.min_stream_length).",
+        )
+    target = array[:, -1]
+    out = np.abs(target) > 1 + TARGET_EPS
+    if out.any():
+        row = _first_bad_row(out)
+        raise DatasetError(
+            path,
+            "target range",
+            f"row {row} has target {target[row]}; targets "
+            f"are pure sines and must lie in [-1-{TARGET_EPS}, 1+{TARGET_EPS}].",
+        )
+    return {
+        "path": str(path) if path is not None else None,
+        "rows": int(n_rows),
+        "columns": int(n_cols),
+        "dtype": str(array.dtype),
+        "streams": [
+            {"column": int(1 + which[s]), "start": int(s), "length": int(n)}
+            for s, n in zip(starts, lengths, strict=True)
+        ],
+        "mixture_mean": float(array[:, 0].mean()),
+        "mixture_std": float(array[:, 0].std()),
+        "target_min": float(target.min()),
+        "target_max": float(target.max()),
+        "checks": [
+            "readable",
+            "dtype",
+            "2-D",
+            "columns",
+            "non-empty",
+            "finite",
+            "one-hot",
+            "contiguous streams",
+            "stream length",
+            "target range",
+        ],
+        "valid": True,
+    }
+
+
+def validate_dataset(
+    path: str | Path,
+    *,
+    min_stream_length: int = 1,
+    n_frequencies: int | None = None,
+) -> dict[str, Any]:
+    """Validate the file at `path`; return a JSON-able report or raise DatasetError."""
+    path = Path(path)
+    array = load_array(path)
+    report = validate_array(
+        array, path=path, min_stream_length=min_stream_length, n_frequencies=n_frequencies
+    )
+    report["sha256"] = file_digest(path)
+    return report
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,87 @@
+# Config validation and the helpers every rule file uses. All the logic lives in the
+# statetrain library, so a script run by hand sees exactly what a rule sees.
+import re
+
+from statetrain import config as stconfig
+from statetrain.scripting import grid_point_name
+
+# Validate against workflow/schemas/config.schema.yaml, fill the defaults, fail before any job.
+_validated = stconfig.validate_config(config)
+config.clear()
+config.update(_validated)
+
+DATASETS = list(config["datasets"])
+SPECS = {name: stconfig.dataset_spec(config, name) for name in DATASETS}
+POINTS = stconfig.grid_points(config)
+GRID = stconfig.paramspace(POINTS)
+POINT_NAMES = [grid_point_name(point) for point in POINTS]
+
+
+wildcard_constraints:
+    **{key: "[^/]+" for key in POINTS[0]},
+    dataset="|".join(re.escape(name) for name in DATASETS),
+    split="train|validation|test",
+
+
+def split_file(dataset, split):
+    """The user's file when the scenario names one, else the generated split."""
+    return SPECS[dataset].get(f"{split}_path") or f"results/data/{dataset}/{split}.npy"
+
+
+def split_input(wildcards):
+    return split_file(wildcards.dataset, wildcards.split)
+
+
+def train_inputs(wildcards):
+    files = {s: split_file(wildcards.dataset, s) for s in stconfig.SPLITS}
+    for s in stconfig.SPLITS:
+        files[f"{s}_report"] = f"results/data/{wildcards.dataset}/{s}.validation.json"
+    return files
+
+
+def grid_point(wildcards):
+    """The grid point of a train job, values cast back to plain Python types."""
+    point = {}
+    for key, value in GRID.instance(wildcards).items():
+        value = value.item() if hasattr(value, "item") else value
+        point[key] = None if isinstance(value, float) and value != value else value
+    return point
+
+
+def train_params(wildcards):
+    return stconfig.training_config(config, grid_point(wildcards))
+
+
+def run_labels(wildcards):
+    return {
+        "dataset": wildcards.dataset,
+        "grid_point": grid_point_name(grid_point(wildcards)),
+    }
+
+
+def run_files(dataset, filename):
+    return [f"results/runs/{dataset}/{name}/{filename}" for name in POINT_NAMES]
+
+
+def select_inputs(wildcards):
+    return {
+        "metrics": run_files(wildcards.dataset, "metrics.json"),
+        "models": run_files(wildcards.dataset, "best_model.pth"),
+    }
+
+
+def sweep_histories(wildcards):
+    return run_files(wildcards.dataset, "training_history.json")
+
+
+def final_outputs():
+    outputs = ["results/sweep/summary.csv", "results/plots/learnability.png"]
+    for dataset in DATASETS:
+        outputs += [
+            f"results/best/{dataset}/best_model.pth",
+            f"results/plots/{dataset}/sweep_loss_curves.png",
+            f"results/plots/{dataset}/graph1.png",
+            f"results/plots/{dataset}/graph2.png",
+        ]
+        outputs += run_files(dataset, "loss_curves.png")
+    return outputs

@@ -1,0 +1,92 @@
+rule plot_loss_curves:
+    input:
+        f"results/runs/{{dataset}}/{GRID.wildcard_pattern}/training_history.json",
+    output:
+        report(
+            f"results/runs/{{dataset}}/{GRID.wildcard_pattern}/loss_curves.png",
+            caption="../report/loss_curves.rst",
+            category="Loss curves",
+            subcategory="{dataset}",
+            labels=lambda wildcards: {
+                "grid point": run_labels(wildcards)["grid_point"]
+            },
+        ),
+    log:
+        f"results/logs/plot_loss_curves/{{dataset}}/{GRID.wildcard_pattern}.log",
+    conda:
+        "../envs/statetrain.yaml"
+    params:
+        names=lambda wildcards: [run_labels(wildcards)["grid_point"]],
+        title=lambda wildcards: f"{wildcards.dataset}, {run_labels(wildcards)['grid_point']}",
+    script:
+        "../../scripts/plot_loss_curves.py"
+
+
+rule plot_sweep_curves:
+    input:
+        sweep_histories,
+    output:
+        report(
+            "results/plots/{dataset}/sweep_loss_curves.png",
+            caption="../report/sweep_curves.rst",
+            category="Sweep",
+            subcategory="{dataset}",
+            labels={"figure": "validation MSE per grid point"},
+        ),
+    log:
+        "results/logs/plot_sweep_curves/{dataset}.log",
+    conda:
+        "../envs/statetrain.yaml"
+    params:
+        names=POINT_NAMES,
+        title=lambda wildcards: f"Sweep on {wildcards.dataset}: frozen validation MSE",
+    script:
+        "../../scripts/plot_loss_curves.py"
+
+
+rule plot_predictions:
+    input:
+        model="results/best/{dataset}/best_model.pth",
+        test=lambda wildcards: split_file(wildcards.dataset, "test"),
+    output:
+        graph1=report(
+            "results/plots/{dataset}/graph1.png",
+            caption="../report/graph1.rst",
+            category="Predictions",
+            subcategory="{dataset}",
+            labels={"figure": "Graph 1 (3 Hz)"},
+        ),
+        graph2=report(
+            "results/plots/{dataset}/graph2.png",
+            caption="../report/graph2.rst",
+            category="Predictions",
+            subcategory="{dataset}",
+            labels={"figure": "Graph 2 (all frequencies)"},
+        ),
+    log:
+        "results/logs/plot_predictions/{dataset}.log",
+    conda:
+        "../envs/statetrain.yaml"
+    params:
+        fs=lambda wildcards: SPECS[wildcards.dataset]["fs"],
+        title=lambda wildcards: f"dataset {wildcards.dataset}",
+    script:
+        "../../scripts/plot_predictions.py"
+
+
+rule plot_learnability:
+    input:
+        "results/sweep/summary.csv",
+    output:
+        report(
+            "results/plots/learnability.png",
+            caption="../report/learnability.rst",
+            category="Sweep",
+            labels={"figure": "learnability"},
+        ),
+    log:
+        "results/logs/plot_learnability.log",
+    conda:
+        "../envs/statetrain.yaml"
+    script:
+        "../../scripts/plot_learnability.py"

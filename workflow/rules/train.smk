@@ -1,0 +1,28 @@
+# One job per dataset × grid point. last.pth (the resumable state) is written next to the
+# declared outputs but is NOT declared: Snakemake deletes declared outputs before a job runs
+# and after it fails, so only an undeclared file lets a killed job resume.
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        model=f"results/runs/{{dataset}}/{GRID.wildcard_pattern}/best_model.pth",
+        history=f"results/runs/{{dataset}}/{GRID.wildcard_pattern}/training_history.json",
+        csv=f"results/runs/{{dataset}}/{GRID.wildcard_pattern}/history.csv",
+        metrics=f"results/runs/{{dataset}}/{GRID.wildcard_pattern}/metrics.json",
+    log:
+        f"results/logs/train/{{dataset}}/{GRID.wildcard_pattern}.log",
+    conda:
+        "../envs/statetrain.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    params:
+        training=train_params,
+        frequencies=lambda wildcards: SPECS[wildcards.dataset]["frequencies"],
+        min_stream_length=lambda wildcards: SPECS[wildcards.dataset][
+            "min_stream_length"
+        ],
+        labels=run_labels,
+    script:
+        "../../scripts/train.py"
