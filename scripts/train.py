@@ -65,7 +65,10 @@ elif __name__ == "__main__":
         s: scripting.DATA.format(dataset=args.dataset, split=s)
         for s in ("train", "validation", "test")
     }
-    name = scripting.grid_point_name(point or {"seed": training["seed"]})
+    # Named like the workflow's run of that grid point; epochs is left out of the name because
+    # raising it continues the same run.
+    named = {k: v for k, v in point.items() if k != "epochs"}
+    name = scripting.grid_point_name(named or {"seed": training["seed"]})
     out = args.out or (
         f"results/quick/{args.dataset}/{name}"
         if args.quick

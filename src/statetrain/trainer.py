@@ -332,7 +332,7 @@ class StatefulTrainer:
                 gn = float(nn.utils.clip_grad_norm_(params, self.clip_grad_norm))
             else:
                 gn = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
-            loss_value = float(loss)
+            loss_value = float(loss.detach())
             state = (state[0].detach(), state[1].detach())
             if not (np.isfinite(loss_value) and np.isfinite(gn)):
                 bad += 1

@@ -1,0 +1,43 @@
+"""Shared fixtures: small real datasets (the assignment's generator, fewer rows)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from statetrain.data import generate_dataset, save_array
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+# One thread per test process: the suite runs on 2-core machines, and pinned threads keep
+# floating-point results reproducible.
+torch.set_num_threads(1)
+
+
+def small(seed: int, duration_s: float = 0.25, phase_jitter: float = np.pi) -> np.ndarray:
+    """4 streams × 250 rows of the assignment's data."""
+    return generate_dataset(duration_s=duration_s, seed=seed, phase_jitter=phase_jitter)
+
+
+@pytest.fixture
+def small_paths(tmp_path: Path) -> dict[str, Path]:
+    """train/validation/test .npy files of a small spec dataset."""
+    paths = {}
+    for split, seed in (("train", 1), ("validation", 3), ("test", 2)):
+        paths[split] = tmp_path / "data" / f"{split}.npy"
+        save_array(small(seed), paths[split])
+    return paths
+
+
+@pytest.fixture
+def training_cfg() -> dict:
+    """A complete `training` section (schema defaults), small and fast."""
+    from statetrain.config import validate_config
+
+    cfg = validate_config({"training": {"hidden_size": 8, "epochs": 3, "engine": "torch"}})
+    return cfg["training"]

@@ -1,0 +1,80 @@
+"""Config validation: defaults, clear errors naming the key, datasets and grid points."""
+
+import math
+
+import pytest
+
+from statetrain.config import (
+    ConfigError,
+    dataset_spec,
+    grid_points,
+    load_config,
+    parse_angle,
+    training_config,
+    validate_config,
+)
+from statetrain.scripting import grid_point_name
+
+from .conftest import ROOT
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "quick.yaml"])
+def test_shipped_configs_are_valid(name):
+    cfg = load_config(ROOT / "config" / name)
+    assert "spec" in cfg["datasets"]
+    assert math.isclose(dataset_spec(cfg, "spec")["phase_jitter"], math.pi)
+
+
+def test_defaults_are_filled_and_scenarios_inherit_from_data():
+    cfg = validate_config({"data": {"duration_s": 1.0}, "datasets": {"a": {"phase_jitter": 0}}})
+    assert cfg["training"]["hidden_size"] == 64 and cfg["training"]["tbptt_steps"] == 1
+    spec = dataset_spec(cfg, "a")
+    assert spec["phase_jitter"] == 0.0 and spec["duration_s"] == 1.0
+    assert spec["seeds"] == {"train": 1, "validation": 3, "test": 2}
+
+
+@pytest.mark.parametrize(
+    ("cfg", "fragment"),
+    [
+        ({"trainig": {}}, "'(top level)'"),
+        ({"training": {"lr": -1}}, "training.lr"),
+        ({"training": {"epochs": 0}}, "training.epochs"),
+        ({"training": {"hidden_size": "big"}}, "training.hidden_size"),
+        ({"training": {"state_reset": "never"}}, "Allowed values: epoch, stream"),
+        ({"training": {"bogus": 1}}, "Known keys here"),
+        ({"grid": {"lr": []}}, "grid.lr"),
+        ({"grid": {"colour": [1]}}, "'colour' is not one of"),
+        ({"grid": {"hidden_size": [16, "x"]}}, "hidden_size"),
+        ({"datasets": {"a b": {}}}, "datasets"),
+        ({"data": {"phase_jitter": "tau"}}, "phase_jitter"),
+    ],
+)
+def test_bad_configs_name_the_key(cfg, fragment):
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    assert fragment in str(info.value)
+
+
+def test_partial_user_paths_and_short_streams_are_refused():
+    with pytest.raises(ConfigError, match="validation_path, test_path"):
+        validate_config({"datasets": {"mine": {"train_path": "x.npy"}}})
+    with pytest.raises(ConfigError, match="min_stream_length"):
+        validate_config({"data": {"duration_s": 0.05}})
+
+
+def test_parse_angle():
+    assert parse_angle("pi/4") == pytest.approx(math.pi / 4)
+    assert parse_angle("3*pi/4") == pytest.approx(3 * math.pi / 4)
+    assert parse_angle(0.5) == 0.5
+    with pytest.raises(ConfigError):
+        parse_angle("2pi")
+
+
+def test_grid_points_and_their_run_names():
+    cfg = validate_config({"grid": {"hidden_size": [16, 32], "lr": [0.001, 0.003]}})
+    points = grid_points(cfg)
+    assert len(points) == 4 and points[0] == {"hidden_size": 16, "lr": 0.001}
+    assert grid_point_name(points[1]) == "hidden_size~16/lr~0.003"
+    assert training_config(cfg, points[3])["hidden_size"] == 32
+    empty = validate_config({"grid": {}})
+    assert grid_points(empty) == [{"seed": 42}]

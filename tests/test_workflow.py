@@ -1,0 +1,176 @@
+"""The Snakemake workflow end to end on config/quick.yaml, in a temporary directory."""
+
+import json
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from statetrain.checkpoint import load_checkpoint_file
+from statetrain.config import grid_points, load_config
+from statetrain.scripting import grid_point_name
+
+from .conftest import PYTHON, ROOT
+
+QUICK = ROOT / "config" / "quick.yaml"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def snakemake(workdir, *args, check=True, timeout=600):
+    cmd = [
+        PYTHON,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("quick")
+    snakemake(workdir, "--configfile", str(QUICK))
+    return workdir
+
+
+@pytest.mark.workflow
+def test_quick_workflow_produces_every_declared_output(quick_run):
+    cfg = load_config(QUICK)
+    names = [grid_point_name(p) for p in grid_points(cfg)]
+    res = quick_run / "results"
+    for dataset in cfg["datasets"]:
+        for split in ("train", "validation", "test"):
+            assert np.load(res / f"data/{dataset}/{split}.npy").shape == (1200, 6)
+            report = json.loads((res / f"data/{dataset}/{split}.validation.json").read_text())
+            assert report["valid"] and report["rows"] == 1200
+        for name in names:
+            run = res / "runs" / dataset / name
+            metrics = json.loads((run / "metrics.json").read_text())
+            assert metrics["epochs"] == 2 and metrics["dataset"] == dataset
+            assert (run / "loss_curves.png").read_bytes().startswith(PNG)
+            assert (run / "last.pth").is_file()  # kept, undeclared, for resume
+            assert len(json.loads((run / "training_history.json").read_text())["val_mse"]) == 2
+        best = res / "best" / dataset
+        selection = json.loads((best / "selection.json").read_text())
+        scores = {c["grid_point"]: c["val_mse"] for c in selection["candidates"]}
+        assert selection["selected"] == min(scores, key=scores.get)
+        src = load_checkpoint_file(
+            res / "runs" / dataset / selection["selected"] / "best_model.pth"
+        )
+        chosen = load_checkpoint_file(best / "best_model.pth")
+        for key, value in src["model_state_dict"].items():
+            assert chosen["model_state_dict"][key].equal(value)
+        for png in ("graph1.png", "graph2.png", "sweep_loss_curves.png"):
+            assert (res / "plots" / dataset / png).read_bytes().startswith(PNG)
+    summary = pd.read_csv(res / "sweep" / "summary.csv")
+    assert len(summary) == len(cfg["datasets"]) * len(names)
+    assert summary.groupby("dataset")["selected"].sum().eq(1).all()
+    for _, group in summary.groupby("dataset"):
+        assert group.loc[group["selected"], "val_mse"].iloc[0] == group["val_mse"].min()
+    assert (res / "plots" / "learnability.png").read_bytes().startswith(PNG)
+    # Everything is up to date: a second invocation has nothing to do.
+    dry = snakemake(quick_run, "--configfile", str(QUICK), "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+@pytest.mark.workflow
+def test_report_is_built(quick_run):
+    snakemake(quick_run, "--configfile", str(QUICK), "--report", "report.html")
+    html = (quick_run / "report.html").read_text(errors="replace")
+    assert "graph1.png" in html and "summary.csv" in html
+
+
+@pytest.mark.workflow
+def test_a_bad_user_dataset_stops_the_workflow_before_training(tmp_path):
+    from statetrain.data import generate_dataset
+
+    for split, seed in (("train", 1), ("validation", 3), ("test", 2)):
+        data = generate_dataset(seed=seed, duration_s=0.3)
+        if split == "train":
+            data[42, 0] = np.nan
+        np.save(tmp_path / f"{split}.npy", data)
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(
+        f"data: {{duration_s: 0.3}}\n"
+        f"datasets:\n  mine: {{train_path: {tmp_path}/train.npy, "
+        f"validation_path: {tmp_path}/validation.npy, test_path: {tmp_path}/test.npy}}\n"
+        f"training: {{epochs: 1, hidden_size: 8}}\n"
+    )
+    proc = snakemake(tmp_path, "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0
+    log = (tmp_path / "results/logs/validate_dataset/mine/train.log").read_text()
+    assert "failed check 'finite': row 42, column 0 holds nan" in log
+    assert not (tmp_path / "results" / "runs").exists()
+
+
+@pytest.mark.workflow
+def test_a_bad_config_fails_before_any_job(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("training: {epochs: 0, lr: fast}\n")
+    proc = snakemake(tmp_path, "--configfile", str(cfg), "-n", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "training.epochs" in out and "training.lr" in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_default_experiment_dag_and_lint():
+    dry = subprocess.run(
+        [PYTHON, "-m", "snakemake", "-n", "--quiet", "rules"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dry.returncode == 0, dry.stderr
+    cfg = load_config(ROOT / "config" / "config.yaml")
+    n_runs = len(cfg["datasets"]) * len(grid_points(cfg))
+    assert f"train                  {n_runs}" in dry.stdout or f"train {n_runs}" in " ".join(
+        dry.stdout.split()
+    )
+    lint = subprocess.run(
+        [PYTHON, "-m", "snakemake", "--lint"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    fmt = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "snakefmt"), "--check", "Snakefile", "workflow/rules"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert fmt.returncode == 0, fmt.stderr
+
+
+def test_scripts_run_by_hand_without_snakemake(tmp_path):
+    def script(name, *args):
+        proc = subprocess.run(
+            [PYTHON, str(ROOT / "scripts" / name), "--config", str(QUICK), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    script("generate_data.py", "--dataset", "w0")
+    script("validate_dataset.py", "--dataset", "w0")
+    script("train.py", "--dataset", "w0", "--set", "lr=0.003", "epochs=1")
+    run = tmp_path / "results/runs/w0/lr~0.003"
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
+    assert (tmp_path / "results/data/w0/train.validation.json").is_file()
