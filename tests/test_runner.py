@@ -115,3 +115,41 @@ def test_a_corrupt_last_checkpoint_is_set_aside(training_cfg, small_paths, tmp_p
     assert "cannot be loaded" in caplog.text
     assert (out / "last.pth.corrupt").read_bytes() == b"\x80\x04 not a checkpoint"
     assert load_checkpoint_file(out / "last.pth")["epoch"] == 1
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(training_cfg, small_paths, tmp_path):
+    """kill -9 at an arbitrary moment after the first epoch, then the same call again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = {**training_cfg, "epochs": 6}
+    code = (
+        "import json, sys; from statetrain import runner; "
+        "runner.train_run(json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], "
+        "[1, 3, 5, 7], labels={'dataset': 't', 'grid_point': 'g'})"
+    )
+    paths = json.dumps({k: str(v) for k, v in small_paths.items()})
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(cfg), paths, str(out)])
+    deadline = time.time() + 120
+    while not (out / "last.pth").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere inside a later epoch, or inside a checkpoint write
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    killed_at = load_checkpoint_file(out / "last.pth")["epoch"]
+    assert 1 <= killed_at < 6
+
+    run(cfg, small_paths, out)
+    run(cfg, small_paths, tmp_path / "straight")
+    assert_same_weights(
+        weights(out / "best_model.pth"), weights(tmp_path / "straight/best_model.pth")
+    )
+    assert_same_weights(weights(out / "last.pth"), weights(tmp_path / "straight/last.pth"))
+    a = json.loads((out / "metrics.json").read_text())
+    b = json.loads((tmp_path / "straight/metrics.json").read_text())
+    assert a["test"] == b["test"] and a["validation"] == b["validation"]
