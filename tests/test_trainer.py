@@ -41,7 +41,6 @@ def hand_unrolled(model, x, y, steps, lr, clip, k=1, reset_at=()):
     h = torch.zeros(1, H)
     c = torch.zeros(1, H)
     t = 0
-    losses = []
     while t < steps:
         end = min(t + k, steps)
         end = min([end, *[r for r in reset_at if r > t]])
@@ -65,7 +64,6 @@ def hand_unrolled(model, x, y, steps, lr, clip, k=1, reset_at=()):
         nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         h, c = h.detach(), c.detach()
-        losses.append(float(loss))
         t = end
     return model
 
@@ -195,7 +193,7 @@ def test_checkpoints_refuse_nan_and_code(tmp_path):
     model = FrequencyLSTM(hidden_size=4)
     state = model.state_dict()
     state["fc.bias"][0] = float("nan")
-    with pytest.raises(CheckpointError, match="fc.bias"):
+    with pytest.raises(CheckpointError, match=r"fc\.bias"):
         save_checkpoint_file({"model_state_dict": state}, tmp_path / "nan.pth")
     assert not (tmp_path / "nan.pth").exists()
 
@@ -222,3 +220,29 @@ def test_a_non_finite_step_is_skipped_and_counted():
     assert trainer.last_stats.bad_steps == 1
     assert trainer.last_stats.updates == len(data) - 1
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_engines_agree_through_the_trainer_and_auto_picks_native(caplog):
+    train, val = Split.from_array(small(1)), Split.from_array(small(3))
+    native = make_trainer(train, val_loader=val, engine="auto", lr=1e-3)
+    assert native.engine == "native" and native.engine_reason == "auto: options supported"
+    reference = make_trainer(train, val_loader=val, engine="torch", lr=1e-3)
+    native.train(2, save_dir=None)
+    reference.train(2, save_dir=None)
+    for key, value in reference.model.state_dict().items():
+        torch.testing.assert_close(native.model.state_dict()[key], value, atol=1e-5, rtol=0)
+    for key in ("train_loss", "val_mse", "grad_norm_mean", "clipped_fraction", "h_norm"):
+        np.testing.assert_allclose(native.history[key], reference.history[key], rtol=1e-4)
+
+
+def test_unsupported_options_fall_back_to_torch_loudly(caplog):
+    split = Split.from_array(small(1, duration_s=0.05))
+    torch.manual_seed(0)
+    model = FrequencyLSTM(hidden_size=4)
+    sgd = torch.optim.SGD(model.parameters(), lr=1e-2)
+    with caplog.at_level("WARNING", logger="statetrain"):
+        trainer = StatefulTrainer(model, split, nn.MSELoss(), sgd, engine="native", progress=False)
+    assert trainer.engine == "torch" and "SGD" in trainer.engine_reason
+    assert "falling back to the torch engine" in caplog.text
+    l1 = StatefulTrainer(model, split, nn.L1Loss(), sgd, engine="auto", progress=False)
+    assert l1.engine == "torch" and "MSELoss" in l1.engine_reason

@@ -103,7 +103,7 @@ def test_a_pickle_is_refused_without_being_unpickled(tmp_path):
 
     path = tmp_path / "evil.npy"
     path.write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(DatasetError, match="not a NumPy .npy file"):
+    with pytest.raises(DatasetError, match=r"not a NumPy \.npy file"):
         validate_dataset(path)
     obj = write(tmp_path, np.array([Evil()], dtype=object), "object.npy")
     with pytest.raises(DatasetError, match="Python objects"):
