@@ -174,3 +174,65 @@ def test_scripts_run_by_hand_without_snakemake(tmp_path):
     run = tmp_path / "results/runs/w0/lr~0.003"
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
     assert (tmp_path / "results/data/w0/train.validation.json").is_file()
+
+
+def _last_epoch(path):
+    try:
+        return load_checkpoint_file(path)["epoch"]
+    except Exception:
+        return 0
+
+
+@pytest.mark.workflow
+def test_kill_9_mid_training_then_the_documented_rerun_resumes(tmp_path):
+    """kill -9 the whole snakemake process group during training; unlock; run again."""
+    import os
+    import signal
+    import time
+
+    cfg = tmp_path / "kill.yaml"
+    cfg.write_text(
+        "data: {duration_s: 0.3}\ndatasets: {spec: {}}\n"
+        "training: {epochs: 8, hidden_size: 8, engine: torch}\ngrid: {lr: [0.003]}\n"
+    )
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    cmd = [
+        PYTHON,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(killed),
+        "--cores",
+        "1",
+        "--configfile",
+        str(cfg),
+    ]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    last = killed / "results/runs/spec/lr~0.003/last.pth"
+    deadline = time.time() + 300
+    while _last_epoch(last) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= _last_epoch(last) < 8
+    assert not (killed / "results/runs/spec/lr~0.003/metrics.json").exists()
+
+    locked = snakemake(killed, "--configfile", str(cfg), check=False)
+    assert locked.returncode != 0 and "lock" in (locked.stdout + locked.stderr).lower()
+    snakemake(killed, "--configfile", str(cfg), "--unlock")
+    snakemake(killed, "--configfile", str(cfg))
+    log = (killed / "results/logs/train/spec/lr~0.003.log").read_text()
+    assert "resuming from last.pth at epoch" in log
+
+    snakemake(straight, "--configfile", str(cfg))
+    a = load_checkpoint_file(killed / "results/best/spec/best_model.pth")
+    b = load_checkpoint_file(straight / "results/best/spec/best_model.pth")
+    for key, value in b["model_state_dict"].items():
+        assert a["model_state_dict"][key].equal(value), key
+    ma = json.loads((killed / "results/best/spec/metrics.json").read_text())
+    mb = json.loads((straight / "results/best/spec/metrics.json").read_text())
+    assert ma["test"] == mb["test"] and ma["best_epoch"] == mb["best_epoch"]
