@@ -246,3 +246,14 @@ def test_unsupported_options_fall_back_to_torch_loudly(caplog):
     assert "falling back to the torch engine" in caplog.text
     l1 = StatefulTrainer(model, split, nn.L1Loss(), sgd, engine="auto", progress=False)
     assert l1.engine == "torch" and "MSELoss" in l1.engine_reason
+
+
+def test_memory_stays_flat_over_200_native_epochs():
+    """RSS after 200 epochs (train + frozen validation each) within 50 MB of after epoch 1."""
+    train, val = Split.from_array(small(1)), Split.from_array(small(3))
+    trainer = make_trainer(train, val_loader=val, engine="native", hidden=64, lr=1e-3)
+    trainer.train(1, save_dir=None)
+    after_first = trainer.history["rss_mb"][-1]
+    trainer.train(200, save_dir=None)
+    assert len(trainer.history["rss_mb"]) == 200
+    assert trainer.history["rss_mb"][-1] - after_first < 50
