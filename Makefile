@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 CORES ?= 1
 
-.PHONY: help setup run quick test lint format bench report clean lock
+.PHONY: help setup run quick test lint format bench figures clean lock
 
 help:
 	@echo "make run    - set up .venv, run the default workflow (snakemake --cores $(CORES)), write the report"
@@ -55,3 +55,13 @@ lock: $(STAMP)
 
 clean:
 	rm -rf results .snakemake
+
+# Copy the figures the README shows from the last `make run` into docs/figures/.
+figures:
+	mkdir -p docs/figures
+	cp results/plots/learnability.png docs/figures/learnability.png
+	cp results/plots/w0/graph1.png docs/figures/graph1_w0.png
+	cp results/plots/spec/graph2.png docs/figures/graph2_spec.png
+	cp results/plots/w0/graph2.png docs/figures/graph2_w0.png
+	cp "results/runs/spec/hidden_size~64/lr~0.001/loss_curves.png" docs/figures/loss_curves_spec.png
+	cp results/sweep/summary.csv docs/figures/summary.csv

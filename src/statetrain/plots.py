@@ -159,7 +159,7 @@ def _angle_label(w: float) -> str:
     frac = w / math.pi
     for den in (1, 2, 3, 4, 6, 8, 16):
         num = frac * den
-        if abs(num - round(num)) < 1e-6:
+        if abs(num - round(num)) < 1e-4:  # the CSV keeps 6 significant digits
             num = round(num)
             top = "π" if num == 1 else f"{num}π"
             return top if den == 1 else f"{top}/{den}"
