@@ -153,3 +153,63 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(training_cfg, small_pa
     a = json.loads((out / "metrics.json").read_text())
     b = json.loads((tmp_path / "straight/metrics.json").read_text())
     assert a["test"] == b["test"] and a["validation"] == b["validation"]
+
+
+def test_sigterm_stops_cleanly_and_the_run_resumes(training_cfg, small_paths, tmp_path):
+    """A cluster's time limit sends SIGTERM: exit 143, say where to resume, lose nothing."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = {**training_cfg, "epochs": 6}
+    code = (
+        "import json, sys, logging; from statetrain import runner; "
+        "logging.basicConfig(level=logging.INFO); "
+        "runner.train_run(json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], "
+        "[1, 3, 5, 7], labels={'dataset': 't', 'grid_point': 'g'})"
+    )
+    paths = json.dumps({k: str(v) for k, v in small_paths.items()})
+    out = tmp_path / "term"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(cfg), paths, str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (out / "last.pth").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert "SIGTERM received during epoch" in err and "run the same command again" in err
+    assert not list(out.glob(".*.tmp*"))  # no half-written temporary file left behind
+    run(cfg, small_paths, out)
+    run(cfg, small_paths, tmp_path / "straight")
+    assert_same_weights(
+        weights(out / "best_model.pth"), weights(tmp_path / "straight/best_model.pth")
+    )
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(
+    training_cfg, small_paths, tmp_path, monkeypatch
+):
+    import errno
+
+    from statetrain.checkpoint import CheckpointError
+
+    out = tmp_path / "run"
+    run(training_cfg, small_paths, out, epochs=1)
+    before = (out / "last.pth").read_bytes()
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("statetrain.checkpoint.torch.save", no_space)
+    with pytest.raises(CheckpointError, match=r"No space left on device.*previous checkpoint"):
+        run(training_cfg, small_paths, out, epochs=2)
+    assert (out / "last.pth").read_bytes() == before
+    assert not list(out.glob(".*.tmp*"))
+    monkeypatch.undo()
+    run(training_cfg, small_paths, out, epochs=2)  # space is back: it resumes from epoch 1
+    assert load_checkpoint_file(out / "last.pth")["epoch"] == 2

@@ -257,3 +257,11 @@ def test_memory_stays_flat_over_200_native_epochs():
     trainer.train(200, save_dir=None)
     assert len(trainer.history["rss_mb"]) == 200
     assert trainer.history["rss_mb"][-1] - after_first < 50
+
+
+def test_a_checkpoint_of_another_shape_is_refused_clearly(tmp_path):
+    split = Split.from_array(small(1, duration_s=0.05))
+    make_trainer(split, hidden=8).save_checkpoint(tmp_path, "h8.pth")
+    other = make_trainer(split, hidden=16)
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        other.load_checkpoint(tmp_path / "h8.pth")
