@@ -10,37 +10,17 @@ from statetrain import scripting
 from statetrain.config import dataset_spec, training_config, user_paths
 from statetrain.runner import train_run
 
-
-def main(
-    training: dict,
-    paths: dict,
-    out_dir: str,
-    frequencies: list,
-    min_stream_length: int,
-    labels: dict,
-    progress: bool = False,
-) -> dict:
-    return train_run(
-        training,
-        paths,
-        out_dir,
-        frequencies,
-        min_stream_length=min_stream_length,
-        labels=labels,
-        progress=progress,
-    )
-
-
 if "snakemake" in globals():
     sm = globals()["snakemake"]
     with scripting.rule_logging(sm.log[0]):
-        main(
-            sm.params.training,
+        train_run(
+            {**sm.params.training, "threads": sm.threads},
             {"train": sm.input.train, "validation": sm.input.validation, "test": sm.input.test},
-            str(Path(sm.output.model).parent),
+            Path(sm.output.model).parent,
             sm.params.frequencies,
-            sm.params.min_stream_length,
-            sm.params.labels,
+            min_stream_length=sm.params.min_stream_length,
+            labels=sm.params.labels,
+            logging_cfg=sm.params.logging,
         )
 elif __name__ == "__main__":
     p = scripting.parser(__doc__)
@@ -69,18 +49,16 @@ elif __name__ == "__main__":
     # raising it continues the same run.
     named = {k: v for k, v in point.items() if k != "epochs"}
     name = scripting.grid_point_name(named or {"seed": training["seed"]})
-    out = args.out or (
-        f"results/quick/{args.dataset}/{name}"
-        if args.quick
-        else scripting.RUN.format(dataset=args.dataset, grid_point=name)
-    )
+    root = "results/quick/{dataset}/{grid_point}" if args.quick else scripting.RUN
+    out = args.out or root.format(dataset=args.dataset, grid_point=name)
     with scripting.rule_logging(args.log, echo=True):
-        main(
+        train_run(
             training,
             paths,
             out,
             spec["frequencies"],
-            spec["min_stream_length"],
-            {"dataset": args.dataset, "grid_point": name},
+            min_stream_length=spec["min_stream_length"],
+            labels={"dataset": args.dataset, "grid_point": name},
             progress=True,
+            logging_cfg=cfg["logging"],
         )

@@ -33,8 +33,9 @@ DATA_KEYS = (
     "test_path",
 )
 # Training keys that do not change the weights a run converges to: raising `epochs` continues
-# a run, and `threads` only pins the BLAS pool (results are reproducible at a fixed count).
-NON_IDENTITY_KEYS = frozenset({"epochs", "threads", "max_bad_steps"})
+# a run, `threads` only pins the BLAS pool (results are reproducible at a fixed count), and
+# `checkpoint` only decides which extra files are written.
+NON_IDENTITY_KEYS = frozenset({"epochs", "threads", "max_bad_steps", "checkpoint"})
 
 
 class ConfigError(ValueError):

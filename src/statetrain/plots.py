@@ -124,18 +124,17 @@ def graph1(
     _save(fig, path)
 
 
-def graph2(
+def prediction_figure(
     array: np.ndarray,
     pred: np.ndarray,
     starts: np.ndarray,
     columns: np.ndarray,
     frequencies: Sequence[float],
     fs: float,
-    path: str | Path,
     window_s: float = 1.0,
     title: str = "",
-) -> None:
-    """The assignment's Graph 2: one panel per frequency."""
+) -> plt.Figure:
+    """One panel per stream: target line, predictions as dots, noisy mixture behind."""
     n = len(starts)
     cols = 2 if n > 1 else 1
     nrows = math.ceil(n / cols)
@@ -150,7 +149,26 @@ def graph2(
         axes[j // cols][j % cols].axis("off")
     fig.suptitle(title or "Graph 2: every frequency extracted from the mixture (test set)")
     fig.tight_layout()
-    _save(fig, path)
+    return fig
+
+
+def graph2(
+    array: np.ndarray,
+    pred: np.ndarray,
+    starts: np.ndarray,
+    columns: np.ndarray,
+    frequencies: Sequence[float],
+    fs: float,
+    path: str | Path,
+    window_s: float = 1.0,
+    title: str = "",
+) -> None:
+    """The assignment's Graph 2: one panel per frequency."""
+    _save(prediction_figure(array, pred, starts, columns, frequencies, fs, window_s, title), path)
+
+
+def close(fig: plt.Figure) -> None:
+    plt.close(fig)
 
 
 def _angle_label(w: float) -> str:

@@ -11,25 +11,34 @@ outputs before a job starts and after it fails, so only an undeclared file survi
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from .callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    MLflowLogger,
+    ModelCheckpoint,
+    TensorBoardLogger,
+    flatten,
+)
 from .checkpoint import CheckpointError, load_checkpoint_file
 from .config import config_hash, identity
-from .io import write_json, write_text
+from .io import write_json
 from .model import FrequencyLSTM
-from .trainer import Split, StatefulTrainer, set_seed
+from .trainer import Split, StatefulTrainer, get_device, set_seed
 from .validation import file_digest, load_array, validate_array
 
 log = logging.getLogger("statetrain")
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 class Interrupted(Exception):
@@ -46,6 +55,46 @@ def load_split(path: str | Path, min_stream_length: int = 1) -> Split:
     return Split.from_array(array)
 
 
+LOSSES = {
+    "mse": nn.MSELoss,
+    "l1": nn.L1Loss,
+    "huber": nn.HuberLoss,
+    "smooth_l1": nn.SmoothL1Loss,
+}
+
+
+def make_optimizer(training: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
+    name, lr, wd = training["optimizer"], training["lr"], training["weight_decay"]
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=training["momentum"], weight_decay=wd)
+    return torch.optim.RMSprop(params, lr=lr, momentum=training["momentum"], weight_decay=wd)
+
+
+def make_scheduler(training: Mapping[str, Any], optimizer: torch.optim.Optimizer) -> Any:
+    """Stepped once per epoch (plateau: on the monitored frozen metric)."""
+    sch = training["scheduler"]
+    kind = sch["type"]
+    if kind == "none":
+        return None
+    if kind == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode=training["monitor_mode"],
+            factor=sch["factor"],
+            patience=sch["patience"],
+            min_lr=sch["min_lr"],
+        )
+    if kind == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, sch["step_size"], gamma=sch["gamma"])
+    return torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=sch["t_max"] or training["epochs"], eta_min=sch["min_lr"]
+    )
+
+
 def build_trainer(
     training: Mapping[str, Any],
     train: Split,
@@ -53,33 +102,50 @@ def build_trainer(
     frequencies: Sequence[float],
     metadata: Mapping[str, Any] | None = None,
     progress: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> StatefulTrainer:
-    """Model, optimizer and trainer from a `training` config section (seeded)."""
+    """Model, loss, optimizer, scheduler and trainer from a `training` config section."""
     torch.set_num_threads(int(training["threads"]))
     set_seed(int(training["seed"]))
+    device = get_device(training["device"])
     model = FrequencyLSTM(
         input_size=train.x.shape[1],
         hidden_size=training["hidden_size"],
         num_layers=training["num_layers"],
         forget_bias=training["forget_bias"],
-    )
-    optimizer = OPTIMIZERS[training["optimizer"]](
-        model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"]
-    )
+    ).to(device)
+    optimizer = make_optimizer(training, model.parameters())
+    callbacks = list(callbacks)
+    stopping = training["early_stopping"]
+    if stopping["enabled"]:
+        callbacks.append(
+            EarlyStopping(
+                monitor=training["monitor"],
+                patience=stopping["patience"],
+                min_delta=stopping["min_delta"],
+                mode=training["monitor_mode"],
+                restore_best_weights=stopping["restore_best_weights"],
+            )
+        )
     return StatefulTrainer(
         model,
         train,
-        nn.MSELoss(),
+        LOSSES[training["loss"]](),
         optimizer,
+        device=device,
         clip_grad_norm=training["clip_grad_norm"],
         val_loader=validation,
         tbptt_steps=training["tbptt_steps"],
         state_reset=training["state_reset"],
         engine=training["engine"],
+        scheduler=make_scheduler(training, optimizer),
         max_bad_steps=training["max_bad_steps"],
         frequencies=frequencies,
         progress=progress,
         metadata=metadata,
+        callbacks=callbacks,
+        monitor=training["monitor"] if validation is not None else None,
+        monitor_mode=training["monitor_mode"],
     )
 
 
@@ -126,16 +192,6 @@ def _try_resume(trainer: StatefulTrainer, last: Path, run_hash: str, epochs: int
     log.info("resuming from %s at epoch %d of %d", last.name, trainer.epoch, epochs)
 
 
-def history_csv(history: Mapping[str, list]) -> str:
-    keys = [k for k, v in history.items() if isinstance(v, list)]
-    n = max((len(history[k]) for k in keys), default=0)
-    lines = [",".join(keys)]
-    for i in range(n):
-        cells = [repr(history[k][i]) if i < len(history[k]) else "" for k in keys]
-        lines.append(",".join(c if c != "None" else "" for c in cells))
-    return "\n".join(lines) + "\n"
-
-
 def train_run(
     training: Mapping[str, Any],
     paths: Mapping[str, str | Path],
@@ -145,6 +201,7 @@ def train_run(
     min_stream_length: int = 1,
     labels: Mapping[str, Any] | None = None,
     progress: bool = False,
+    logging_cfg: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) one run into `out_dir`; return its metrics.
 
@@ -160,13 +217,28 @@ def train_run(
     ident = identity(training, digests)
     run_hash = config_hash(ident)
     metadata = {"config": dict(training), "config_hash": run_hash, "labels": dict(labels or {})}
-    trainer = build_trainer(training, train, validation, frequencies, metadata, progress)
+    loggers = make_loggers(training, logging_cfg or {}, out_dir, labels or {})
+    ckpt = training["checkpoint"]
+    callbacks = [
+        ModelCheckpoint(
+            out_dir,
+            monitor=training["monitor"],
+            mode=training["monitor_mode"],
+            save_best=False,  # the declared best_model.pth is written once, at the end
+            save_last=True,
+            every_n_epochs=ckpt["every_n_epochs"],
+            save_top_k=ckpt["save_top_k"],
+        ),
+        CSVLogger(out_dir / "history.csv"),
+        *loggers,
+    ]
+    trainer = build_trainer(training, train, validation, frequencies, metadata, progress, callbacks)
     last = out_dir / "last.pth"
     _try_resume(trainer, last, run_hash, int(training["epochs"]))
 
     previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        trainer.train(int(training["epochs"]), save_dir=out_dir, save_best=False, save_last=True)
+        trainer.train(int(training["epochs"]), save_dir=None)
     except Interrupted as exc:
         log.error(
             "%s received during epoch %d: %s holds epoch %d; run the same command again to "
@@ -200,8 +272,8 @@ def train_run(
     }
     trainer.save_checkpoint(out_dir, "best_model.pth", best_only=True)
     write_json(trainer.history, out_dir / "training_history.json")
-    write_text(history_csv(trainer.history), out_dir / "history.csv")
     write_json(metrics, out_dir / "metrics.json")
+    finish_loggers(loggers, trainer, validation, out_dir)
     log.info(
         "done in %.1fs: best epoch %d, validation MSE %.6f, test MSE %.6f",
         time.perf_counter() - t_start,
@@ -210,6 +282,68 @@ def train_run(
         metrics["test"]["overall"]["mse"],
     )
     return metrics
+
+
+def make_loggers(
+    training: Mapping[str, Any],
+    logging_cfg: Mapping[str, Any],
+    out_dir: Path,
+    labels: Mapping[str, Any],
+) -> list[Callback]:
+    """TensorBoard and MLflow callbacks as the `logging` config section asks."""
+    loggers: list[Callback] = []
+    if logging_cfg.get("tensorboard"):
+        loggers.append(TensorBoardLogger(out_dir / "tensorboard"))
+    if logging_cfg.get("mlflow"):
+        uri = (
+            os.environ.get("MLFLOW_TRACKING_URI")
+            or logging_cfg.get("mlflow_tracking_uri")
+            or f"sqlite:///{Path('results/mlflow/mlflow.db').resolve()}"
+        )
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        name = "/".join(str(v) for v in labels.values()) or out_dir.name
+        params = flatten({"training": dict(training), "labels": dict(labels)})
+        loggers.append(
+            MLflowLogger(uri, logging_cfg.get("mlflow_experiment", "statetrain"), name, params)
+        )
+    return loggers
+
+
+def finish_loggers(
+    loggers: Sequence[Callback], trainer: StatefulTrainer, validation: Split, out_dir: Path
+) -> None:
+    """The prediction figure to TensorBoard; model, metrics and figure to MLflow."""
+    if not loggers:
+        return
+    from . import plots
+
+    array = np.column_stack([validation.x, validation.y])
+    figure_path = out_dir / "validation_predictions.png"
+    fig = plots.prediction_figure(
+        array,
+        trainer.predict(validation),
+        validation.starts,
+        validation.columns,
+        trainer.frequencies,
+        fs=1000.0,
+        title="Frozen predictions of the best epoch (validation set)",
+    )
+    fig.savefig(figure_path, dpi=100, bbox_inches="tight")
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.add_figure("predictions/validation", fig, trainer.best_epoch)
+        if isinstance(logger, MLflowLogger):
+            logger.log_artifacts(
+                [
+                    out_dir / "best_model.pth",
+                    out_dir / "metrics.json",
+                    out_dir / "training_history.json",
+                    out_dir / "history.csv",
+                    figure_path,
+                ]
+            )
+    plots.close(fig)
 
 
 def load_model(path: str | Path) -> tuple[FrequencyLSTM, dict[str, Any]]:

@@ -30,9 +30,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from .callbacks import Callback, ModelCheckpoint
 from .checkpoint import CheckpointError, load_checkpoint_file, save_checkpoint_file
 from .data import FrequencyDataset, stream_columns, stream_starts
-from .metrics import evaluate_streams, frequency_label
+from .metrics import MetricsTracker, evaluate_streams, frequency_label
 
 log = logging.getLogger("statetrain")
 
@@ -227,6 +228,9 @@ class StatefulTrainer:
         frequencies: Sequence[float] | None = None,
         progress: bool = True,
         metadata: Mapping[str, Any] | None = None,
+        callbacks: Sequence[Callback] = (),
+        monitor: str | None = None,
+        monitor_mode: str = "min",
     ) -> None:
         if state_reset not in STATE_RESETS:
             raise ValueError(f"state_reset must be one of {STATE_RESETS}, got {state_reset!r}")
@@ -259,7 +263,10 @@ class StatefulTrainer:
         self.best_score = float("inf")
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
-        self.monitor = "val_mse" if self.val_split is not None else "train_loss"
+        self.monitor = monitor or ("val_mse" if self.val_split is not None else "train_loss")
+        self.monitor_mode = monitor_mode
+        self.callbacks = list(callbacks)
+        self.stop_training = False
 
     # ---------------------------------------------------------------- engine selection
     def _resolve_engine(self, requested: str) -> tuple[str, str]:
@@ -443,8 +450,13 @@ class StatefulTrainer:
         for key, value in row.items():
             self._record(key, value)
         self.epoch = epoch
+        if self.monitor not in row:
+            raise ValueError(
+                f"monitor {self.monitor!r} is not a recorded metric; choose one of "
+                f"{', '.join(sorted(row))}"
+            )
         score = row[self.monitor]
-        row["improved"] = bool(np.isfinite(score) and score < self.best_score)
+        row["improved"] = MetricsTracker(self.history).has_improved(self.monitor, self.monitor_mode)
         if row["improved"]:
             self.best_score, self.best_epoch = float(score), epoch
             self.best_state = copy.deepcopy(self.model.state_dict())
@@ -464,11 +476,22 @@ class StatefulTrainer:
     ) -> dict[str, list]:
         """Train until `num_epochs` epochs are complete (continuing a resumed trainer).
 
-        The best checkpoint is chosen by frozen validation MSE when a validation split was
-        given, by the online training loss otherwise (the seed's choice, logged as such).
+        The best checkpoint is chosen by `monitor` (frozen validation MSE when a validation
+        split was given, the online training loss otherwise: the seed's choice, logged as
+        such). Callbacks run in order; `save_dir` adds a ModelCheckpoint unless one is given.
         """
-        if save_dir is not None:
-            Path(save_dir).mkdir(parents=True, exist_ok=True)
+        callbacks = list(self.callbacks)
+        has_ckpt = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+        if save_dir is not None and (save_best or save_last) and not has_ckpt:
+            callbacks.append(
+                ModelCheckpoint(
+                    save_dir,
+                    monitor=self.monitor,
+                    mode=self.monitor_mode,
+                    save_best=save_best,
+                    save_last=save_last,
+                )
+            )
         log.info("engine: %s (%s)", self.engine, self.engine_reason)
         log.info("model: %s", getattr(self.model, "get_model_summary", lambda: self.model)())
         if self.monitor == "train_loss":
@@ -476,7 +499,12 @@ class StatefulTrainer:
                 "no validation split: the best checkpoint is chosen by the online training "
                 "loss, which can look good while the frozen model has learned nothing"
             )
-        while self.epoch < num_epochs:
+        self.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin(self)
+        while self.epoch < num_epochs and not self.stop_training:
+            for cb in callbacks:
+                cb.on_epoch_begin(self, self.epoch + 1)
             row = self.run_epoch()
             val = f" val_mse {row['val_mse']:.6f}" if "val_mse" in row else ""
             log.info(
@@ -489,10 +517,10 @@ class StatefulTrainer:
                 row["epoch_times"],
                 " *best*" if row["improved"] else "",
             )
-            if save_dir is not None and save_best and row["improved"]:
-                self.save_checkpoint(save_dir, "best_model.pth", best_only=True)
-            if save_dir is not None and save_last:
-                self.save_checkpoint(save_dir, "last.pth")
+            for cb in callbacks:
+                cb.on_epoch_end(self, row["epoch"], row)
+        for cb in callbacks:
+            cb.on_train_end(self)
         return self.history
 
     # ---------------------------------------------------------------- checkpoints

@@ -24,5 +24,6 @@ rule train:
             "min_stream_length"
         ],
         labels=run_labels,
+        logging=config["logging"],
     script:
         "../../scripts/train.py"

@@ -1,0 +1,287 @@
+"""Callbacks: small hooks with one job each, called by StatefulTrainer.train.
+
+Hooks: ``on_train_begin(trainer)``, ``on_epoch_begin(trainer, epoch)``,
+``on_epoch_end(trainer, epoch, row)`` (``row`` holds the epoch's metrics) and
+``on_train_end(trainer)``. A callback keeps no state that cannot be rebuilt from the trainer's
+history, so a resumed run behaves exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .metrics import MetricsTracker
+
+log = logging.getLogger("statetrain")
+
+
+class Callback:
+    """Base class: override the hooks you need."""
+
+    def on_train_begin(self, trainer: Any) -> None:
+        pass
+
+    def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
+        pass
+
+    def on_epoch_end(self, trainer: Any, epoch: int, row: Mapping[str, Any]) -> None:
+        pass
+
+    def on_train_end(self, trainer: Any) -> None:
+        pass
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs.
+
+    With ``restore_best_weights`` the trainer's model ends with the best epoch's weights.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_mse",
+        patience: int = 10,
+        min_delta: float = 0.0,
+        mode: str = "min",
+        restore_best_weights: bool = True,
+    ) -> None:
+        self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
+        self.restore_best_weights = restore_best_weights
+        self.stopped_epoch = 0
+
+    def epochs_without_improvement(self, trainer: Any) -> int:
+        tracker = MetricsTracker(trainer.history)
+        values = tracker.get_history(self.monitor)
+        best_epoch = tracker.get_best_epoch(self.monitor, self.mode, self.min_delta)
+        return len(values) - best_epoch if best_epoch else len(values)
+
+    def on_train_begin(self, trainer: Any) -> None:
+        # A resumed run that had already stopped stays stopped, as an uninterrupted one would.
+        if trainer.history.get(self.monitor) and self.epochs_without_improvement(trainer) >= (
+            self.patience
+        ):
+            trainer.stop_training = True
+
+    def on_epoch_end(self, trainer: Any, epoch: int, row: Mapping[str, Any]) -> None:
+        if self.epochs_without_improvement(trainer) >= self.patience:
+            self.stopped_epoch = epoch
+            trainer.stop_training = True
+            log.info(
+                "early stopping at epoch %d: %s has not improved by %g for %d epochs",
+                epoch,
+                self.monitor,
+                self.min_delta,
+                self.patience,
+            )
+
+    def on_train_end(self, trainer: Any) -> None:
+        if self.restore_best_weights and trainer.best_state is not None:
+            trainer.model.load_state_dict(trainer.best_state)
+
+
+class ModelCheckpoint(Callback):
+    """Checkpoints by a monitored metric: best, last, every N epochs, and the top k kept.
+
+    Files: ``best_model.pth`` (best `monitor`), ``last.pth`` (resumable state),
+    ``epoch_{N:04d}.pth`` every `every_n_epochs`, and ``top_{rank}.pth`` for the `save_top_k`
+    best epochs (seed 004 keeps three).
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path,
+        monitor: str = "val_mse",
+        mode: str = "min",
+        save_best: bool = True,
+        save_last: bool = True,
+        every_n_epochs: int = 0,
+        save_top_k: int = 0,
+    ) -> None:
+        self.dirpath = Path(dirpath)
+        self.monitor, self.mode = monitor, mode
+        self.save_best, self.save_last = save_best, save_last
+        self.every_n_epochs, self.save_top_k = every_n_epochs, save_top_k
+        self.top: list[tuple[float, int]] = []  # (score, epoch), best first
+
+    def on_epoch_end(self, trainer: Any, epoch: int, row: Mapping[str, Any]) -> None:
+        score = row.get(self.monitor)
+        if self.save_best and row.get("improved"):
+            trainer.save_checkpoint(self.dirpath, "best_model.pth", best_only=True)
+        if self.every_n_epochs and epoch % self.every_n_epochs == 0:
+            trainer.save_checkpoint(self.dirpath, f"epoch_{epoch:04d}.pth")
+        if self.save_top_k and score is not None and math.isfinite(score):
+            self._update_top(trainer, float(score), epoch)
+        if self.save_last:  # last, so that it also records the files written above
+            trainer.save_checkpoint(self.dirpath, "last.pth")
+
+    def on_train_begin(self, trainer: Any) -> None:
+        # The ranking is rebuilt from the history, so a resumed run keeps the right files.
+        scored = [
+            (float(v), e)
+            for e, v in enumerate(trainer.history.get(self.monitor, []), start=1)
+            if v is not None and math.isfinite(v)
+        ]
+        self.top = sorted(scored, key=self._key)[: self.save_top_k]
+
+    def _key(self, entry: tuple[float, int]) -> tuple[float, int]:
+        return (entry[0] if self.mode == "min" else -entry[0], entry[1])
+
+    def _update_top(self, trainer: Any, score: float, epoch: int) -> None:
+        """Keep top_1.pth (best) .. top_k.pth: shift worse files down, write this epoch."""
+        entry = (score, epoch)
+        ranked = sorted([*self.top, entry], key=self._key)[: self.save_top_k]
+        if entry not in ranked:
+            return
+        rank = ranked.index(entry) + 1
+        for r in range(len(ranked), rank, -1):
+            src = self.dirpath / f"top_{r - 1}.pth"
+            if src.exists():
+                src.replace(self.dirpath / f"top_{r}.pth")
+        trainer.save_checkpoint(self.dirpath, f"top_{rank}.pth")
+        self.top = ranked
+
+
+class CSVLogger(Callback):
+    """One CSV row per epoch, appended as the epoch ends (readable while training runs)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_train_begin(self, trainer: Any) -> None:
+        # Rewrite from the history so a resumed run's file is complete and not duplicated.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rows = MetricsTracker(trainer.history).rows()
+        with open(self.path, "w", newline="") as fh:
+            if rows:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+    def on_epoch_end(self, trainer: Any, epoch: int, row: Mapping[str, Any]) -> None:
+        record = MetricsTracker(trainer.history).rows()[-1]
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with open(self.path, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(record))
+            if new:
+                writer.writeheader()
+            writer.writerow(record)
+
+
+class TensorBoardLogger(Callback):
+    """Scalars per epoch into TensorBoard event files (`tensorboard --logdir ...`)."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        self.log_dir = Path(log_dir)
+        self.writer = None
+
+    def on_train_begin(self, trainer: Any) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=trainer.epoch + 1)
+
+    def on_epoch_end(self, trainer: Any, epoch: int, row: Mapping[str, Any]) -> None:
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+                self.writer.add_scalar(key.replace("val_mse_", "val_mse/"), value, epoch)
+        self.writer.flush()
+
+    def add_figure(self, tag: str, figure: Any, step: int) -> None:
+        """Works after on_train_end too (the figure is made once training is over)."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(self.log_dir)) as writer:
+            writer.add_figure(tag, figure, step, close=False)
+
+    def on_train_end(self, trainer: Any) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class MLflowLogger(Callback):
+    """An MLflow run: params = the flattened config, metrics per epoch, artifacts at the end.
+
+    The tracking URI defaults to a local sqlite file (no server); MLFLOW_TRACKING_URI or the
+    `tracking_uri` argument override it.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str,
+        params: Mapping[str, Any],
+    ) -> None:
+        self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
+        self.params = dict(params)
+        self.run_id: str | None = None
+
+    def on_train_begin(self, trainer: Any) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_experiment(self.experiment)
+        run = mlflow.start_run(run_name=self.run_name)
+        self.run_id = run.info.run_id
+        mlflow.log_params({k: str(v)[:500] for k, v in self.params.items()})
+        # A resumed run re-logs its past epochs so the MLflow run is complete on its own.
+        for row in MetricsTracker(trainer.history).rows():
+            self._log(row)
+
+    def _log(self, row: Mapping[str, Any]) -> None:
+        import mlflow
+
+        metrics = {
+            k: float(v)
+            for k, v in row.items()
+            if isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and k != "epoch"
+            and math.isfinite(float(v))
+        }
+        mlflow.log_metrics(metrics, step=int(row["epoch"]))
+
+    def on_epoch_end(self, trainer: Any, epoch: int, row: Mapping[str, Any]) -> None:
+        self._log(row)
+
+    def log_artifacts(self, paths: list[str | Path]) -> None:
+        import mlflow
+
+        if self.run_id is None:
+            return
+        with mlflow.start_run(run_id=self.run_id):
+            for path in paths:
+                if Path(path).exists():
+                    mlflow.log_artifact(str(path))
+
+    def on_train_end(self, trainer: Any) -> None:
+        import mlflow
+
+        mlflow.end_run()
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} → {'a.b': 1}: MLflow params are flat."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "EarlyStopping",
+    "MLflowLogger",
+    "ModelCheckpoint",
+    "TensorBoardLogger",
+    "flatten",
+]
