@@ -172,8 +172,36 @@ def test_scripts_run_by_hand_without_snakemake(tmp_path):
     script("validate_dataset.py", "--dataset", "w0")
     script("train.py", "--dataset", "w0", "--set", "lr=0.003", "epochs=1")
     run = tmp_path / "results/runs/w0/lr~0.003"
-    assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 1
     assert (tmp_path / "results/data/w0/train.validation.json").is_file()
+    script("train.py", "--dataset", "w0", "--quick")
+    assert (
+        json.loads((tmp_path / "results/quick/w0/seed~42/metrics.json").read_text())["epochs"] == 2
+    )
+
+    # The console entry point runs the same code: frozen metrics of the run's best model.
+    proc = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "statetrain.cli",
+            "evaluate",
+            "--checkpoint",
+            str(run / "best_model.pth"),
+            "--data",
+            "results/data/w0/test.npy",
+            "--out",
+            "eval.json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["overall"]["mse"] == pytest.approx(metrics["test"]["overall"]["mse"])
 
 
 def _last_epoch(path):
