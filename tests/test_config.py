@@ -78,3 +78,22 @@ def test_grid_points_and_their_run_names():
     assert training_config(cfg, points[3])["hidden_size"] == 32
     empty = validate_config({"grid": {}})
     assert grid_points(empty) == [{"seed": 42}]
+
+
+def _keys(node, prefix=""):
+    for key, sub in node.get("properties", {}).items():
+        yield f"{prefix}{key}"
+        if sub.get("type") == "object":
+            yield from _keys(sub, f"{prefix}{key}.")
+
+
+def test_config_readme_documents_every_schema_key():
+    from statetrain.config import schema
+
+    readme = (ROOT / "config" / "README.md").read_text()
+    def documented(key):  # `lr`, `scheduler.type` or `training.scheduler.type`
+        parts = key.split(".")
+        return any(f"`{'.'.join(parts[i:])}`" in readme for i in range(len(parts)))
+
+    missing = [k for k in _keys(schema()) if not documented(k)]
+    assert not missing, f"config/README.md does not document: {missing}"

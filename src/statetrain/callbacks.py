@@ -182,7 +182,10 @@ class TensorBoardLogger(Callback):
     def on_train_begin(self, trainer: Any) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(self.log_dir), purge_step=trainer.epoch + 1)
+        # Rewrite from the history (purging older events) so a resumed run's log is complete.
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=1)
+        for past in MetricsTracker(trainer.history).rows():
+            self.on_epoch_end(trainer, int(past["epoch"]), past)
 
     def on_epoch_end(self, trainer: Any, epoch: int, row: Mapping[str, Any]) -> None:
         for key, value in row.items():
