@@ -264,3 +264,12 @@ def test_kill_9_mid_training_then_the_documented_rerun_resumes(tmp_path):
     ma = json.loads((killed / "results/best/spec/metrics.json").read_text())
     mb = json.loads((straight / "results/best/spec/metrics.json").read_text())
     assert ma["test"] == mb["test"] and ma["best_epoch"] == mb["best_epoch"]
+
+
+def test_export_onnx_joins_the_default_target_only_when_asked(tmp_path):
+    on = tmp_path / "onnx.yaml"
+    on.write_text("export: {onnx: true}\n")
+    plain = snakemake(tmp_path, "--configfile", str(QUICK), "-n", "--quiet", "rules")
+    wired = snakemake(tmp_path, "--configfile", str(QUICK), str(on), "-n", "--quiet", "rules")
+    assert "export_onnx" not in plain.stdout
+    assert "export_onnx" in wired.stdout

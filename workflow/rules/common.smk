@@ -84,4 +84,9 @@ def final_outputs():
             f"results/plots/{dataset}/graph2.png",
         ]
         outputs += run_files(dataset, "loss_curves.png")
+        if config["export"]["onnx"]:
+            outputs += [
+                f"results/best/{dataset}/model.onnx",
+                f"results/best/{dataset}/onnx_check.json",
+            ]
     return outputs
