@@ -91,6 +91,7 @@ def test_config_readme_documents_every_schema_key():
     from statetrain.config import schema
 
     readme = (ROOT / "config" / "README.md").read_text()
+
     def documented(key):  # `lr`, `scheduler.type` or `training.scheduler.type`
         parts = key.split(".")
         return any(f"`{'.'.join(parts[i:])}`" in readme for i in range(len(parts)))
