@@ -22,6 +22,7 @@ if "snakemake" in globals():
             min_stream_length=sm.params.min_stream_length,
             labels=sm.params.labels,
             logging_cfg=sm.params.logging,
+            data_spec=sm.params.data,
         )
 elif __name__ == "__main__":
     sys.exit(cli.main(["train", *sys.argv[1:]]))

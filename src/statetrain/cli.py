@@ -63,6 +63,7 @@ def train(args: argparse.Namespace) -> dict:
             labels={"dataset": args.dataset, "grid_point": name},
             progress=True,
             logging_cfg=cfg["logging"],
+            data_spec=spec,
         )
 
 

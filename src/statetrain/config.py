@@ -182,10 +182,11 @@ def grid_points(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     run directory still says what it is.
     """
     grid = cfg.get("grid") or {}
-    if not grid:
-        return [{"seed": cfg["training"]["seed"]}]
-    keys = list(grid)
-    points = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+    if grid:
+        keys = list(grid)
+        points = [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*grid.values())]
+    else:
+        points = [{"seed": cfg["training"]["seed"]}]
     for point in points:
         training_config(cfg, point)  # each point must be a valid training section
     return points
@@ -205,6 +206,17 @@ def training_config(cfg: Mapping[str, Any], point: Mapping[str, Any]) -> dict[st
             f"grid point {dict(point)} gives an invalid training section: {msgs}. "
             "Fix the values listed under `grid:`."
         )
+    if training["mode"] == "window":
+        if training["state_reset"] != "stream":
+            raise ConfigError(
+                f"grid point {dict(point)}: training.mode 'window' starts every window from a "
+                "zero state at the stream start; set training.state_reset: stream."
+            )
+        if training["scheduler"]["type"] != "none":
+            raise ConfigError(
+                f"grid point {dict(point)}: training.mode 'window' sets the learning rate itself "
+                "(it cools as the window grows); set training.scheduler.type: none."
+            )
     return training
 
 

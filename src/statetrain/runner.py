@@ -37,6 +37,7 @@ from .io import write_json
 from .model import FrequencyLSTM
 from .trainer import Split, StatefulTrainer, get_device, set_seed
 from .validation import file_digest, load_array, validate_array
+from .window import WindowCurriculum
 
 log = logging.getLogger("statetrain")
 
@@ -103,6 +104,7 @@ def build_trainer(
     metadata: Mapping[str, Any] | None = None,
     progress: bool = False,
     callbacks: Sequence[Callback] = (),
+    data_spec: Mapping[str, Any] | None = None,
 ) -> StatefulTrainer:
     """Model, loss, optimizer, scheduler and trainer from a `training` config section."""
     torch.set_num_threads(int(training["threads"]))
@@ -127,6 +129,20 @@ def build_trainer(
                 restore_best_weights=stopping["restore_best_weights"],
             )
         )
+    window = None
+    if training["mode"] == "window":
+        w = training["window"]
+        window = WindowCurriculum(
+            first=w["first"],
+            growth=w["growth"],
+            streak=w["streak"],
+            threshold=w["threshold"],
+            draws=w["draws"],
+            iterations=w["iterations"],
+            lr_floor=w["lr_floor"],
+            seed=int(training["seed"]),
+            spec=data_spec,
+        )
     return StatefulTrainer(
         model,
         train,
@@ -146,6 +162,7 @@ def build_trainer(
         callbacks=callbacks,
         monitor=training["monitor"] if validation is not None else None,
         monitor_mode=training["monitor_mode"],
+        window=window,
     )
 
 
@@ -202,8 +219,12 @@ def train_run(
     labels: Mapping[str, Any] | None = None,
     progress: bool = False,
     logging_cfg: Mapping[str, Any] | None = None,
+    data_spec: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) one run into `out_dir`; return its metrics.
+
+    `data_spec` (a config dataset scenario) lets window training draw fresh noise from the
+    generator; without it, windows come from the training file.
 
     Writes best_model.pth, training_history.json, history.csv and metrics.json (the declared
     outputs) at the end, and last.pth (the resumable state) after every epoch.
@@ -232,7 +253,11 @@ def train_run(
         CSVLogger(out_dir / "history.csv"),
         *loggers,
     ]
-    trainer = build_trainer(training, train, validation, frequencies, metadata, progress, callbacks)
+    if data_spec is not None and any(f"{s}_path" in data_spec for s in paths):
+        data_spec = None  # a user's files: no generator to draw fresh noise from
+    trainer = build_trainer(
+        training, train, validation, frequencies, metadata, progress, callbacks, data_spec
+    )
     last = out_dir / "last.pth"
     _try_resume(trainer, last, run_hash, int(training["epochs"]))
 

@@ -231,6 +231,7 @@ class StatefulTrainer:
         callbacks: Sequence[Callback] = (),
         monitor: str | None = None,
         monitor_mode: str = "min",
+        window: Any = None,
     ) -> None:
         if state_reset not in STATE_RESETS:
             raise ValueError(f"state_reset must be one of {STATE_RESETS}, got {state_reset!r}")
@@ -257,6 +258,12 @@ class StatefulTrainer:
             )
         n_streams = len(self.train_split.columns)
         self.frequencies = list(frequencies) if frequencies else list(range(1, 1 + n_streams))
+        self.window = window  # a window.WindowCurriculum: whole-window training instead
+        if window is not None and state_reset != "stream":
+            raise ValueError(
+                "window training starts every window from a zero state at the stream start, "
+                "so it needs state_reset='stream' (frozen evaluation must carry state the same way)"
+            )
         self.engine, self.engine_reason = self._resolve_engine(engine)
         self.epoch = 0  # completed epochs
         self.history: dict[str, list] = {"train_loss": [], "epoch_times": []}
@@ -272,6 +279,8 @@ class StatefulTrainer:
     def _resolve_engine(self, requested: str) -> tuple[str, str]:
         if requested not in ("auto", "torch", "native"):
             raise ValueError(f"engine must be auto, torch or native, got {requested!r}")
+        if self.window is not None:
+            return "torch", "window training runs whole windows through PyTorch's sequence LSTM"
         if requested == "torch":
             return "torch", "requested"
         ok, why = self._native_supported()
@@ -301,7 +310,12 @@ class StatefulTrainer:
     # ---------------------------------------------------------------- one epoch
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training rows; returns the online (moving-weights) MSE."""
-        stats = self._native_epoch() if self.engine == "native" else self._torch_epoch(epoch)
+        if self.window is not None:
+            stats = self.window.run_epoch(self, epoch)
+        elif self.engine == "native":
+            stats = self._native_epoch()
+        else:
+            stats = self._torch_epoch(epoch)
         self.last_stats = stats
         if stats.extra.get("stopped_early"):
             raise TrainingError(
@@ -421,7 +435,6 @@ class StatefulTrainer:
     def run_epoch(self) -> dict[str, Any]:
         """Train one epoch, evaluate the frozen model, record everything, update the best."""
         epoch = self.epoch + 1
-        lr = self.optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
         loss = self.train_epoch(epoch)
         seconds = time.perf_counter() - t0
@@ -429,13 +442,14 @@ class StatefulTrainer:
         row: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": loss,
-            "lr": lr,
+            "lr": self.optimizer.param_groups[0]["lr"],  # the lr of the epoch's last step
             "epoch_times": seconds,
             "grad_norm_mean": stats.grad_norm_mean,
             "clipped_fraction": stats.clipped_fraction,
             "bad_steps": stats.bad_steps,
             "h_norm": stats.h_norm,
             "c_norm": stats.c_norm,
+            **{k: v for k, v in stats.extra.items() if k != "stopped_early"},
         }
         if self.val_split is not None:
             t1 = time.perf_counter()
@@ -552,6 +566,8 @@ class StatefulTrainer:
             )
             payload["best_state_dict"] = self.best_state
             payload["rng"] = _rng_state()
+            if self.window is not None:
+                payload["window_state"] = self.window.state_dict()
         return payload
 
     def save_checkpoint(
@@ -593,6 +609,8 @@ class StatefulTrainer:
         self.best_state = ckpt.get("best_state_dict")
         if ckpt.get("rng"):
             _set_rng_state(ckpt["rng"])
+        if self.window is not None and ckpt.get("window_state"):
+            self.window.load_state_dict(ckpt["window_state"])
         return ckpt
 
     def save_history(self, save_path: str | Path) -> None:

@@ -25,5 +25,6 @@ rule train:
         ],
         labels=run_labels,
         logging=config["logging"],
+        data=lambda wildcards: SPECS[wildcards.dataset],
     script:
         "../../scripts/train.py"

@@ -1,0 +1,150 @@
+"""Whole-window training: the recipe that makes the literal task learnable.
+
+The seed's loop (one optimizer step per time step) cannot learn the assignment's data: with
+phase noise U(0, 2π) the mixture carries no instantaneous information about the target, so the
+network must become an oscillator locked to the stream start, and per-step updates only chase
+the slowly varying target (measured: frozen MSE 0.5). What works (../shared/research/
+learnability.md) is backpropagation through whole windows that start at the stream start from
+a zero state, on *fresh noise* every iteration (a fixed training file gets memorised), with a
+window that grows only after the loss has held below a threshold for a streak of iterations,
+and a learning rate that cools as the window grows.
+
+One "epoch" here is `iterations` optimizer steps, so the rest of the system (frozen validation
+after every epoch, best-epoch selection, checkpoints, resume) works unchanged. The curriculum's
+state (window length, streak) travels in the checkpoint; the noise of iteration i of epoch e
+comes from a generator seeded with (seed, e, i), so a resumed run draws the same batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import generate_dataset
+
+log = logging.getLogger("statetrain")
+
+
+@dataclass
+class WindowCurriculum:
+    """Whole-window BPTT with a streak-gated growing window and a cooling learning rate."""
+
+    first: int = 0  # first window (rows per stream); 0 = max(300, two periods of the slowest)
+    growth: float = 1.25  # window × growth after a held streak
+    streak: int = 5  # iterations in a row below `threshold` before the window grows
+    threshold: float = 0.005  # training-loss level that counts towards the streak
+    draws: int = 8  # fresh noise draws of every stream per iteration
+    iterations: int = 100  # optimizer steps per epoch
+    lr_floor: float = 2e-4  # lr = max(base_lr · sqrt(first / window), lr_floor)
+    seed: int = 0
+    spec: Mapping[str, Any] | None = None  # data generator parameters; None = the training file
+    window: int = 0  # current window (state)
+    held: int = 0  # current streak (state)
+    base_lr: float = field(default=0.0)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"window": self.window, "held": self.held, "base_lr": self.base_lr}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.window = int(state["window"])
+        self.held = int(state["held"])
+        self.base_lr = float(state["base_lr"])
+
+    # ------------------------------------------------------------------ batches
+    def _start_window(self, max_len: int) -> int:
+        if self.first:
+            return min(self.first, max_len)
+        if self.spec is not None:
+            slowest = min(self.spec["frequencies"])
+            return min(max(300, math.ceil(2 * self.spec["fs"] / slowest)), max_len)
+        return min(300, max_len)
+
+    def batch(self, trainer: Any, epoch: int, iteration: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x (B, L, n_inputs), y (B, L)): every stream's first L rows, per noise draw."""
+        length = self.window
+        if self.spec is None:  # a user's file: windows of the training file itself
+            split = trainer.train_split
+            xs = [split.x[s : s + length] for s in split.starts]
+            ys = [split.y[s : s + length] for s in split.starts]
+            return np.stack(xs), np.stack(ys)
+        rng = np.random.default_rng([self.seed, epoch, iteration])
+        spec = self.spec
+        parts = []
+        for seed in rng.integers(0, 2**31 - 1, size=self.draws):
+            data = generate_dataset(
+                frequencies=spec["frequencies"],
+                fs=spec["fs"],
+                duration_s=length / spec["fs"],
+                amplitude_range=spec["amplitude_range"],
+                phase_jitter=spec["phase_jitter"],
+                seed=int(seed),
+            )
+            parts.append(data.reshape(len(spec["frequencies"]), length, -1))
+        data = np.concatenate(parts)
+        return np.ascontiguousarray(data[..., :-1]), np.ascontiguousarray(data[..., -1])
+
+    def _max_len(self, trainer: Any) -> int:
+        if self.spec is not None:
+            return round(self.spec["duration_s"] * self.spec["fs"])
+        return int(np.diff(np.append(trainer.train_split.starts, len(trainer.train_split))).min())
+
+    # ------------------------------------------------------------------ one epoch
+    def run_epoch(self, trainer: Any, epoch: int) -> Any:
+        from .trainer import EpochStats
+
+        model, opt = trainer.model, trainer.optimizer
+        max_len = self._max_len(trainer)
+        if not self.window:
+            self.window = self._start_window(max_len)
+            self.base_lr = float(opt.param_groups[0]["lr"])
+        first = self._start_window(max_len)
+        params = [p for p in model.parameters() if p.requires_grad]
+        model.train()
+        losses, norms, clipped, bad = [], [], 0, 0
+        for it in range(self.iterations):
+            lr = max(self.base_lr * math.sqrt(first / self.window), self.lr_floor)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x, y = self.batch(trainer, epoch, it)
+            x_t = torch.from_numpy(x).to(trainer.device)
+            y_t = torch.from_numpy(y).to(trainer.device)
+            out, _ = model(x_t, None)  # zero state at every stream start
+            loss = trainer.criterion(out, y_t)
+            opt.zero_grad()
+            loss.backward()
+            clip = trainer.clip_grad_norm
+            gn = float(nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf))
+            value = float(loss.detach())
+            if not (math.isfinite(value) and math.isfinite(gn)):
+                bad += 1
+                self.held = 0
+                continue
+            opt.step()
+            losses.append(value)
+            norms.append(gn)
+            clipped += clip is not None and gn > clip
+            self.held = self.held + 1 if value < self.threshold else 0
+            if self.held >= self.streak and self.window < max_len:
+                grown = min(max(int(self.window * self.growth), self.window + 1), max_len)
+                log.info("epoch %d iteration %d: window %d → %d", epoch, it + 1, self.window, grown)
+                self.window, self.held = grown, 0
+        n = max(len(losses), 1)
+        return EpochStats(
+            loss=float(np.mean(losses)) if losses else float("nan"),
+            rows=len(losses) * self.window * len(x),
+            updates=len(losses),
+            grad_norm_mean=float(np.mean(norms)) if norms else float("nan"),
+            clipped_fraction=clipped / n,
+            bad_steps=bad,
+            h_norm=float("nan"),
+            c_norm=float("nan"),
+            extra={"stopped_early": bad >= trainer.max_bad_steps, "window": self.window},
+        )
