@@ -69,3 +69,42 @@ def test_window_mode_needs_per_stream_state():
         validate_config(
             {"training": {"mode": "window", "state_reset": "stream", "scheduler": {"type": "step"}}}
         )
+
+
+def test_a_per_frequency_expert_sees_the_full_mixture_and_learns(tmp_path):
+    cfg = validate_config(
+        {
+            "data": {"duration_s": 0.5},
+            "datasets": {"expert_7hz": {"streams": [7]}},
+            "training": {
+                "mode": "window",
+                "state_reset": "stream",
+                "hidden_size": 32,
+                "lr": 3e-3,
+                "epochs": 6,
+                "forget_bias": 2.0,
+                "window": {"iterations": 50, "draws": 8, "first": 300},
+            },
+        }
+    )
+    spec = dataset_spec(cfg, "expert_7hz")
+    paths = {}
+    for split in ("train", "validation", "test"):
+        paths[split] = tmp_path / f"{split}.npy"
+        save_array(generate_split(spec, split), paths[split])
+    data = np.load(paths["train"])
+    assert data.shape == (500, 6) and (data[:, 4] == 1).all()  # the seed's 5 inputs, C4 hot
+    full = generate_split(
+        dataset_spec(validate_config({"data": {"duration_s": 0.5}}), "spec"), "train"
+    )
+    np.testing.assert_array_equal(data[:, 0], full[:500, 0])  # the same 4-sine mixture
+    metrics = runner.train_run(
+        training_config(cfg, {}), paths, tmp_path / "run", [1, 3, 5, 7], data_spec=spec
+    )
+    assert set(metrics["test"]) == {"overall", "7hz"}
+    assert metrics["test"]["overall"]["mse"] < 0.05
+
+
+def test_streams_must_be_among_the_frequencies():
+    with pytest.raises(ConfigError, match="streams"):
+        validate_config({"datasets": {"x": {"streams": [2]}}})

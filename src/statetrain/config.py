@@ -28,6 +28,7 @@ DATA_KEYS = (
     "phase_jitter",
     "seeds",
     "min_stream_length",
+    "streams",
     "train_path",
     "validation_path",
     "test_path",
@@ -160,6 +161,12 @@ def dataset_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
             f"dataset '{name}': duration_s × fs = {rows} rows per stream, fewer than "
             f"min_stream_length = {spec['min_stream_length']}. Raise duration_s or lower "
             "min_stream_length."
+        )
+    unknown = [f for f in spec.get("streams") or [] if f not in spec["frequencies"]]
+    if unknown:
+        raise ConfigError(
+            f"dataset '{name}': streams {unknown} are not among frequencies "
+            f"{spec['frequencies']}; list frequencies to keep, e.g. streams: [1]."
         )
     given = [s for s in SPLITS if f"{s}_path" in spec]
     if given and len(given) != len(SPLITS):

@@ -27,11 +27,14 @@ def generate_dataset(
     amplitude_range: Sequence[float] = (0.8, 1.2),
     phase_jitter: float = np.pi,
     seed: int = 1,
+    streams: Sequence[float] | None = None,
 ) -> np.ndarray:
     """One split: S(t) = mean_i A_i(t) sin(2π f_i t + φ_i(t)), A and φ drawn per sample.
 
     With phase_jitter = π (the assignment's U(0, 2π)) S at each instant carries no information
     about any target: the model has to become an oscillator locked to the stream start.
+    `streams` keeps only the streams of those frequencies (the mixture and the one-hot layout
+    still span every frequency): the data of a per-frequency expert.
     """
     freqs = np.asarray(frequencies, dtype=np.float64)
     n = round(duration_s * fs)
@@ -41,8 +44,11 @@ def generate_dataset(
     amp = rng.uniform(lo, hi, size=(len(freqs), n))
     phase = rng.uniform(-phase_jitter, phase_jitter, size=(len(freqs), n))
     mixture = np.mean(amp * np.sin(2 * np.pi * freqs[:, None] * t[None, :] + phase), axis=0)
+    keep = set(map(float, streams)) if streams is not None else set(map(float, freqs))
     blocks = []
     for i, f in enumerate(freqs):
+        if float(f) not in keep:
+            continue
         block = np.zeros((n, len(freqs) + 2), dtype=np.float64)
         block[:, 0] = mixture
         block[:, 1 + i] = 1.0
@@ -60,6 +66,7 @@ def generate_split(spec: Mapping[str, Any], split: str) -> np.ndarray:
         amplitude_range=spec["amplitude_range"],
         phase_jitter=spec["phase_jitter"],
         seed=spec["seeds"][split],
+        streams=spec.get("streams"),
     )
 
 

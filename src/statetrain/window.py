@@ -63,7 +63,7 @@ class WindowCurriculum:
         if self.first:
             return min(self.first, max_len)
         if self.spec is not None:
-            slowest = min(self.spec["frequencies"])
+            slowest = min(self.spec.get("streams") or self.spec["frequencies"])
             return min(max(300, math.ceil(2 * self.spec["fs"] / slowest)), max_len)
         return min(300, max_len)
 
@@ -86,8 +86,9 @@ class WindowCurriculum:
                 amplitude_range=spec["amplitude_range"],
                 phase_jitter=spec["phase_jitter"],
                 seed=int(seed),
+                streams=spec.get("streams"),
             )
-            parts.append(data.reshape(len(spec["frequencies"]), length, -1))
+            parts.append(data.reshape(-1, length, data.shape[1]))
         data = np.concatenate(parts)
         return np.ascontiguousarray(data[..., :-1]), np.ascontiguousarray(data[..., -1])
 
