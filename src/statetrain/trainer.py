@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -475,10 +476,14 @@ class StatefulTrainer:
             self.best_score, self.best_epoch = float(score), epoch
             self.best_state = copy.deepcopy(self.model.state_dict())
         if self.scheduler is not None:
-            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(score)
-            else:
-                self.scheduler.step()
+            with warnings.catch_warnings():
+                # The native engine updates the weights without calling optimizer.step(),
+                # which torch's schedulers would otherwise warn about.
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.scheduler.step(score)
+                else:
+                    self.scheduler.step()
         return row
 
     def train(
