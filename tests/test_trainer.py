@@ -265,3 +265,17 @@ def test_a_checkpoint_of_another_shape_is_refused_clearly(tmp_path):
     other = make_trainer(split, hidden=16)
     with pytest.raises(CheckpointError, match="does not fit this model"):
         other.load_checkpoint(tmp_path / "h8.pth")
+
+
+@pytest.mark.parametrize("engine", ["torch", "native"])
+def test_too_many_consecutive_bad_steps_stop_with_a_clear_error(engine):
+    from statetrain import TrainingError
+
+    data = small(1)
+    data[100:110, 0] = np.nan  # ten poisoned rows in a row
+    trainer = make_trainer(Split.from_array(data), engine=engine, max_bad_steps=5)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(TrainingError, match="5 consecutive steps had a non-finite loss"):
+        trainer.train_epoch(1)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())

@@ -272,6 +272,7 @@ def test_export_onnx_joins_the_default_target_only_when_asked(tmp_path):
     on.write_text("export: {onnx: true}\n")
     plain = snakemake(tmp_path, "--configfile", str(QUICK), "-n", "--quiet", "rules")
     wired = snakemake(tmp_path, "--configfile", str(QUICK), str(on), "-n", "--quiet", "rules")
+
     def jobs(out):  # the job-count table of a dry run: "export_onnx    2"
         return re.findall(r"^export_onnx\s+(\d+)$", out, flags=re.M)
 

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from .metrics import frequency_label
 
@@ -47,6 +48,7 @@ def loss_curves(history: Mapping[str, list], path: str | Path, title: str = "") 
             )
     ax.axhline(TARGET_VARIANCE, color="grey", ls=":", label="0.5 = learned nothing")
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE")
     ax.set_title(title or "Loss curves")
@@ -65,6 +67,7 @@ def sweep_curves(
         ax.plot(range(1, len(values) + 1), values, "o-", ms=3, label=name)
     ax.axhline(TARGET_VARIANCE, color="grey", ls=":", label="0.5 = learned nothing")
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("frozen validation MSE")
     ax.set_title(title or "Sweep: validation MSE per grid point")
