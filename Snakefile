@@ -26,3 +26,18 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+
+
+# Everything but training runs on the submit host when a cluster executor is used: these
+# jobs take seconds, and a cluster queue would only add waiting.
+localrules:
+    all,
+    generate_data,
+    validate_dataset,
+    select_checkpoint,
+    summarize_sweep,
+    plot_loss_curves,
+    plot_sweep_curves,
+    plot_predictions,
+    plot_learnability,
+    export_onnx,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from statetrain.data import generate_dataset, save_array
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+QUICK = ROOT / "config" / "quick.yaml"
 
 # One thread per test process: the suite runs on 2-core machines, and pinned threads keep
 # floating-point results reproducible.
@@ -39,5 +41,31 @@ def training_cfg() -> dict:
     """A complete `training` section (schema defaults), small and fast."""
     from statetrain.config import validate_config
 
-    cfg = validate_config({"training": {"hidden_size": 8, "epochs": 3, "engine": "torch"}})
+    cfg = validate_config({"training": {"hidden_size": 8, "epochs": 3, "engine": "auto"}})
     return cfg["training"]
+
+
+def snakemake(workdir, *args, check=True, timeout=600):
+    cmd = [
+        PYTHON,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("quick")
+    snakemake(workdir, "--configfile", str(QUICK))
+    return workdir

@@ -16,7 +16,7 @@ from statetrain.checkpoint import CheckpointError, save_checkpoint_file
 from statetrain.model import FrequencyLSTM
 from statetrain.trainer import Split, predict
 
-from .conftest import PYTHON, ROOT, small
+from .conftest import PYTHON, QUICK, ROOT, small, snakemake
 
 HIDDEN = 12
 
@@ -179,15 +179,12 @@ def test_export_only_cli_exports_a_checkpoint_and_checks_it(models, test_array, 
 
 
 @pytest.mark.workflow
-def test_export_rule_end_to_end(tmp_path):
-    """`snakemake results/best/spec/model.onnx` builds, exports and checks the selected model."""
-    cmd = [PYTHON, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path)]
-    cmd += ["--configfile", str(ROOT / "config" / "quick.yaml"), "--cores", "2"]
-    proc = subprocess.run([*cmd, "results/best/spec/model.onnx"], capture_output=True, text=True)
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    best = tmp_path / "results" / "best" / "spec"
+def test_export_rule_end_to_end(quick_run):
+    """`snakemake results/best/spec/model.onnx` exports and checks the selected model."""
+    snakemake(quick_run, "results/best/spec/model.onnx", "--configfile", str(QUICK))
+    best = quick_run / "results" / "best" / "spec"
     report = json.loads((best / "onnx_check.json").read_text())
     assert report["passed"] and report["rows"] == 1200 and report["max_abs_diff"] <= 1e-4
     onnx.checker.check_model(str(best / "model.onnx"), full_check=True)
-    assert "ONNX check passed" in (tmp_path / "results/logs/export_onnx/spec.log").read_text()
-    assert not (tmp_path / "results" / "best" / "w0").exists()  # only what was asked for
+    assert "ONNX check passed" in (quick_run / "results/logs/export_onnx/spec.log").read_text()
+    assert not (quick_run / "results" / "best" / "w0" / "model.onnx").exists()  # only as asked

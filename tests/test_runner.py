@@ -125,7 +125,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(training_cfg, small_pa
     import sys
     import time
 
-    cfg = {**training_cfg, "epochs": 6}
+    cfg = {**training_cfg, "epochs": 6, "engine": "torch"}  # slow enough to interrupt
     code = (
         "import json, sys; from statetrain import runner; "
         "runner.train_run(json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], "
@@ -162,7 +162,7 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(training_cfg, small_paths, tm
     import sys
     import time
 
-    cfg = {**training_cfg, "epochs": 6}
+    cfg = {**training_cfg, "epochs": 6, "engine": "torch"}  # slow enough to interrupt
     code = (
         "import json, sys, logging; from statetrain import runner; "
         "logging.basicConfig(level=logging.INFO); "

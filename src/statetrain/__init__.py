@@ -1,35 +1,40 @@
-"""statetrain: train stateful recurrent models one time step at a time, honestly evaluated."""
+"""statetrain: train stateful recurrent models one time step at a time, honestly evaluated.
+
+Names are imported lazily (PEP 562): the Snakefile imports `statetrain.config` for every job,
+and that should not pay for importing torch.
+"""
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .checkpoint import CheckpointError, load_checkpoint_file, save_checkpoint_file
-from .config import ConfigError, load_config, validate_config
-from .data import FrequencyDataset, generate_dataset
-from .metrics import regression_metrics
-from .model import FrequencyLSTM
-from .runner import load_model, train_run
-from .trainer import StatefulTrainer, TrainingError, get_device, predict, set_seed
-from .validation import DatasetError, validate_dataset
+_EXPORTS = {
+    "CheckpointError": "checkpoint",
+    "load_checkpoint_file": "checkpoint",
+    "save_checkpoint_file": "checkpoint",
+    "ConfigError": "config",
+    "load_config": "config",
+    "validate_config": "config",
+    "FrequencyDataset": "data",
+    "generate_dataset": "data",
+    "regression_metrics": "metrics",
+    "FrequencyLSTM": "model",
+    "load_model": "runner",
+    "train_run": "runner",
+    "StatefulTrainer": "trainer",
+    "TrainingError": "trainer",
+    "get_device": "trainer",
+    "predict": "trainer",
+    "set_seed": "trainer",
+    "DatasetError": "validation",
+    "validate_dataset": "validation",
+}
 
-__all__ = [
-    "CheckpointError",
-    "ConfigError",
-    "DatasetError",
-    "FrequencyDataset",
-    "FrequencyLSTM",
-    "StatefulTrainer",
-    "TrainingError",
-    "__version__",
-    "generate_dataset",
-    "get_device",
-    "load_checkpoint_file",
-    "load_config",
-    "load_model",
-    "predict",
-    "regression_metrics",
-    "save_checkpoint_file",
-    "set_seed",
-    "train_run",
-    "validate_config",
-    "validate_dataset",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'statetrain' has no attribute {name!r}")

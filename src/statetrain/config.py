@@ -7,6 +7,7 @@ config a script run by hand accepts, with the same defaults and the same error m
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -43,9 +44,15 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key and what is allowed."""
 
 
-def schema() -> dict[str, Any]:
+@functools.cache
+def _schema() -> dict[str, Any]:
     text = resources.files("statetrain").joinpath("schemas/config.schema.yaml").read_text()
     return yaml.safe_load(text)
+
+
+def schema() -> dict[str, Any]:
+    """The config schema (parsed once per process: a 1,000-point grid validates each point)."""
+    return copy.deepcopy(_schema())
 
 
 def _fill_defaults(node: dict[str, Any], value: dict[str, Any]) -> None:
