@@ -45,19 +45,25 @@ def training_cfg() -> dict:
     return cfg["training"]
 
 
-def snakemake(workdir, *args, check=True, timeout=600):
-    cmd = [
+def snakemake_cmd(workdir, *args, cores=2):
+    """`python -m snakemake` on this repository's Snakefile, run in `workdir`."""
+    snakefile = str(ROOT / "Snakefile")
+    return [
         PYTHON,
         "-m",
         "snakemake",
         "-s",
-        str(ROOT / "Snakefile"),
+        snakefile,
         "-d",
         str(workdir),
         "--cores",
-        "2",
+        str(cores),
         *args,
     ]
+
+
+def snakemake(workdir, *args, check=True, timeout=600):
+    cmd = snakemake_cmd(workdir, *args)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

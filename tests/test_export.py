@@ -50,7 +50,7 @@ def onnx_files(models, tmp_path_factory) -> dict[int, str]:
 
 
 @pytest.fixture(scope="module")
-def test_array() -> np.ndarray:
+def rows_array() -> np.ndarray:
     """4 streams × 100 rows of the assignment's test data."""
     return small(2, duration_s=0.1)
 
@@ -90,16 +90,16 @@ def test_export_is_a_valid_step_graph_with_state_io_and_dynamic_batch(layers, mo
 @pytest.mark.parametrize("state_reset", ["epoch", "stream"])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_stepping_onnx_with_carried_state_reproduces_predict(
-    layers, state_reset, models, onnx_files, test_array
+    layers, state_reset, models, onnx_files, rows_array
 ):
     model = models[layers]
-    report = export.check_onnx(onnx_files[layers], model, test_array, state_reset)
+    report = export.check_onnx(onnx_files[layers], model, rows_array, state_reset)
     assert report["passed"] and report["rows"] == 400 and report["streams"] == 4
     assert report["max_abs_diff"] <= 1e-5
     assert report["opset"] == 17 and report["state_reset"] == state_reset
     assert report["versions"]["onnxruntime"] == ort.__version__
     # The comparison is sensitive to where the state is zeroed: the other reset rule differs.
-    split = Split.from_array(test_array)
+    split = Split.from_array(rows_array)
     other = "stream" if state_reset == "epoch" else "epoch"
     session = export._session(onnx_files[layers])
     wrong = export.onnx_predict(session, split.x, export.reset_rows(split, other))
@@ -107,9 +107,9 @@ def test_stepping_onnx_with_carried_state_reproduces_predict(
 
 
 def test_a_graph_that_does_not_match_fails_the_check_and_says_so(
-    models, onnx_files, test_array, tmp_path, monkeypatch
+    models, onnx_files, rows_array, tmp_path, monkeypatch
 ):
-    report = export.check_onnx(onnx_files[1], _trained(1, seed=1), test_array)  # other weights
+    report = export.check_onnx(onnx_files[1], _trained(1, seed=1), rows_array)  # other weights
     assert not report["passed"] and report["max_abs_diff"] > 1e-4
 
     ckpt = tmp_path / "best_model.pth"
@@ -117,7 +117,7 @@ def test_a_graph_that_does_not_match_fails_the_check_and_says_so(
         {"model_state_dict": models[1].state_dict(), "model_args": _args(models[1])}, ckpt
     )
     data = tmp_path / "test.npy"
-    np.save(data, test_array)
+    np.save(data, rows_array)
     real = export.export_onnx
     monkeypatch.setattr(
         export, "export_onnx", lambda m, p, **kw: real(_trained(1, seed=1), p, **kw)
@@ -151,7 +151,7 @@ def _args(model: FrequencyLSTM) -> dict:
     }
 
 
-def test_export_only_cli_exports_a_checkpoint_and_checks_it(models, test_array, tmp_path):
+def test_export_only_cli_exports_a_checkpoint_and_checks_it(models, rows_array, tmp_path):
     """Seed 004's export-only mode: a checkpoint in, ONNX out, no training."""
     model = models[2]
     ckpt = tmp_path / "any.pth"
@@ -164,7 +164,7 @@ def test_export_only_cli_exports_a_checkpoint_and_checks_it(models, test_array, 
         ckpt,
     )
     data = tmp_path / "test.npy"
-    np.save(data, test_array)
+    np.save(data, rows_array)
     out = tmp_path / "out" / "model.onnx"
     cmd = [PYTHON, str(ROOT / "scripts" / "export_onnx.py"), "--checkpoint", str(ckpt)]
     cmd += ["--out", str(out), "--data", str(data), "--opset", "13"]

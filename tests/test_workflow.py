@@ -12,7 +12,7 @@ from statetrain.checkpoint import load_checkpoint_file
 from statetrain.config import grid_points, load_config
 from statetrain.scripting import grid_point_name
 
-from .conftest import PYTHON, QUICK, ROOT, snakemake
+from .conftest import PYTHON, QUICK, ROOT, snakemake, snakemake_cmd
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -201,19 +201,7 @@ def test_kill_9_mid_training_then_the_documented_rerun_resumes(tmp_path):
         "training: {epochs: 6, hidden_size: 8, engine: torch}\ngrid: {lr: [0.003]}\n"
     )
     killed, straight = tmp_path / "killed", tmp_path / "straight"
-    cmd = [
-        PYTHON,
-        "-m",
-        "snakemake",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "-d",
-        str(killed),
-        "--cores",
-        "1",
-        "--configfile",
-        str(cfg),
-    ]
+    cmd = snakemake_cmd(killed, TARGET, "--configfile", str(cfg), cores=1)
     proc = subprocess.Popen(
         cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
