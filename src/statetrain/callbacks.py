@@ -163,7 +163,7 @@ class CSVLogger(Callback):
                 writer.writerows(rows)
 
     def on_epoch_end(self, trainer: Any, epoch: int, row: Mapping[str, Any]) -> None:
-        record = MetricsTracker(trainer.history).rows()[-1]
+        record = MetricsTracker(trainer.history).row(epoch - 1)  # this epoch only
         new = not self.path.exists() or self.path.stat().st_size == 0
         with open(self.path, "a", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(record))

@@ -115,11 +115,12 @@ class MetricsTracker:
             }
         return out
 
+    def row(self, index: int) -> dict[str, object]:
+        """Epoch `index + 1` as a dict (None where a metric was not recorded that epoch)."""
+        series = {k: v for k, v in self.history.items() if isinstance(v, list)}
+        return {k: (v[index] if -len(v) <= index < len(v) else None) for k, v in series.items()}
+
     def rows(self) -> list[dict[str, object]]:
         """The history as one dict per epoch (for CSV and loggers)."""
-        keys = [k for k, v in self.history.items() if isinstance(v, list)]
-        n = max((len(self.history[k]) for k in keys), default=0)
-        return [
-            {k: (self.history[k][i] if i < len(self.history[k]) else None) for k in keys}
-            for i in range(n)
-        ]
+        n = max((len(v) for v in self.history.values() if isinstance(v, list)), default=0)
+        return [self.row(i) for i in range(n)]

@@ -96,4 +96,4 @@ def grid_point_name(point: dict[str, Any]) -> str:
     """The run directory of a grid point, as snakemake.utils.Paramspace spells it."""
     from .config import paramspace
 
-    return paramspace([point]).instance_patterns.__iter__().__next__()
+    return next(iter(paramspace([point]).instance_patterns))
