@@ -37,7 +37,27 @@ DATA_KEYS = (
 # Training keys that do not change the weights a run converges to: raising `epochs` continues
 # a run, `threads` only pins the BLAS pool (results are reproducible at a fixed count), and
 # `checkpoint` only decides which extra files are written.
-NON_IDENTITY_KEYS = frozenset({"epochs", "threads", "max_bad_steps", "checkpoint"})
+# `early_stopping` only decides when a run stops, like `epochs`.
+NON_IDENTITY_KEYS = frozenset(
+    {"epochs", "threads", "max_bad_steps", "checkpoint", "early_stopping"}
+)
+# Training keys only one kind of task reads: they are not part of the other kind's identity,
+# so a key added for one task never restarts the other task's runs.
+BATCH_KEYS = frozenset(
+    {
+        "batch_size",
+        "latent_dim",
+        "beta",
+        "noise_std",
+        "dropout",
+        "bidirectional",
+        "pos_weight",
+        "threshold",
+    }
+)
+FREQUENCY_KEYS = frozenset(
+    {"engine", "forget_bias", "loss", "tbptt_steps", "mode", "window", "state_reset"}
+)
 
 
 class ConfigError(ValueError):
@@ -50,9 +70,18 @@ def _schema() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def schema() -> dict[str, Any]:
-    """The config schema (parsed once per process: a 1,000-point grid validates each point)."""
-    return copy.deepcopy(_schema())
+def schema(task: str = "frequency") -> dict[str, Any]:
+    """The config schema of `task` (parsed once per process: a 1,000-point grid validates
+    each point). Batch tasks swap the frequency task's `data` keys for their own."""
+    sch = copy.deepcopy(_schema())
+    defs = sch.pop("$defs")
+    if task != "frequency":
+        props = copy.deepcopy(defs[f"{task}_data"])
+        props["split"] = {**copy.deepcopy(defs["split_fractions"]), "default": {}}
+        sch["properties"]["data"]["properties"] = props
+        scenario = sch["properties"]["datasets"]["additionalProperties"]["oneOf"][1]
+        scenario["properties"] = copy.deepcopy(props)
+    return sch
 
 
 def _fill_defaults(node: dict[str, Any], value: dict[str, Any]) -> None:
@@ -88,8 +117,29 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """
     import jsonschema
 
+    from .tasks import TASK_NAMES, task_info
+
     cfg = copy.deepcopy(dict(cfg or {}))
-    sch = schema()
+    task = cfg.setdefault("task", "frequency")
+    if task not in TASK_NAMES:
+        raise ConfigError(
+            f"Invalid configuration:\n  config key 'task': '{task}' is not a known task. "
+            f"Allowed values: {', '.join(TASK_NAMES)}.\nFix it in your config file; "
+            "config/README.md documents every key."
+        )
+    info = task_info(task)
+    sch = schema(task)
+    training = cfg.setdefault("training", {})
+    if isinstance(training, dict):
+        for key, value in info.training_defaults.items():
+            training.setdefault(key, copy.deepcopy(value))
+        if training.get("monitor") is None:
+            training["monitor"] = info.monitor
+            training.setdefault("monitor_mode", None)
+            if training["monitor_mode"] is None:
+                training["monitor_mode"] = info.mode
+        elif training.get("monitor_mode") is None:
+            training["monitor_mode"] = "min"
     _fill_defaults(sch, cfg)
     validator = jsonschema.Draft202012Validator(sch)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
@@ -103,6 +153,11 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         cfg["datasets"][name] = cfg["datasets"][name] or {}
         dataset_spec(cfg, name)  # parse every scenario now: a bad one fails before any job
     grid_points(cfg)
+    if task != "frequency" and cfg["export"]["onnx"]:
+        raise ConfigError(
+            f"export.onnx exports the frequency task's stateful LSTM; task '{task}' has no ONNX "
+            "export yet. Set export.onnx: false."
+        )
     return cfg
 
 
@@ -158,6 +213,8 @@ def dataset_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
         raise ConfigError(f"Unknown dataset '{name}'. Datasets in this config: {known}.")
     spec = copy.deepcopy(dict(cfg["data"]))
     deep_update(spec, cfg["datasets"][name] or {})
+    if cfg.get("task", "frequency") != "frequency":
+        return _batch_spec(name, spec)
     spec["phase_jitter"] = parse_angle(spec["phase_jitter"])
     lo, hi = spec["amplitude_range"]
     if lo > hi:
@@ -182,6 +239,20 @@ def dataset_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
             f"dataset '{name}' gives some but not all of its files; add {missing} "
             "(user data replaces all three generated splits)."
         )
+    return spec
+
+
+def _batch_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A batch task's scenario: the split shares must leave rows for training."""
+    split = spec["split"]
+    if split["validation"] + split["test"] >= 0.9:
+        raise ConfigError(
+            f"dataset '{name}': split.validation + split.test = "
+            f"{split['validation'] + split['test']:.2f} leaves (almost) nothing to train on; "
+            "keep their sum below 0.9."
+        )
+    if "labels_path" in spec and "path" not in spec:
+        raise ConfigError(f"dataset '{name}': labels_path is given without path; add path.")
     return spec
 
 
@@ -212,7 +283,7 @@ def training_config(cfg: Mapping[str, Any], point: Mapping[str, Any]) -> dict[st
 
     training = copy.deepcopy(dict(cfg["training"]))
     training.update(point)
-    sch = schema()["properties"]["training"]
+    sch = schema(cfg.get("task", "frequency"))["properties"]["training"]
     errors = list(jsonschema.Draft202012Validator(sch).iter_errors(training))
     if errors:
         msgs = "; ".join(f"'{'.'.join(map(str, e.absolute_path))}': {e.message}" for e in errors)
@@ -234,9 +305,17 @@ def training_config(cfg: Mapping[str, Any], point: Mapping[str, Any]) -> dict[st
     return training
 
 
-def identity(training: Mapping[str, Any], data_digests: Iterable[str] = ()) -> dict[str, Any]:
-    """What a run's weights depend on: every training key but NON_IDENTITY_KEYS, and the data."""
-    ident = {k: v for k, v in sorted(training.items()) if k not in NON_IDENTITY_KEYS}
+def identity(
+    training: Mapping[str, Any], data_digests: Iterable[str] = (), task: str = "frequency"
+) -> dict[str, Any]:
+    """What a run's weights depend on: the training keys the task reads (but
+    NON_IDENTITY_KEYS), and the data."""
+    unused = BATCH_KEYS if task == "frequency" else FREQUENCY_KEYS
+    ident = {
+        k: v for k, v in sorted(training.items()) if k not in NON_IDENTITY_KEYS and k not in unused
+    }
+    if task != "frequency":
+        ident["task"] = task
     ident["data"] = list(data_digests)
     return ident
 

@@ -35,11 +35,13 @@ from .checkpoint import CheckpointError, load_checkpoint_file
 from .config import config_hash, identity
 from .io import write_json
 from .model import FrequencyLSTM
-from .trainer import Split, StatefulTrainer, get_device, set_seed
+from .trainer import EpochLoop, Split, StatefulTrainer, get_device, set_seed
 from .validation import file_digest, load_array, validate_array
 from .window import WindowCurriculum
 
 log = logging.getLogger("statetrain")
+
+RUN_FILES = ("best_model.pth", "metrics.json", "training_history.json", "history.csv")
 
 
 class Interrupted(Exception):
@@ -117,18 +119,7 @@ def build_trainer(
         forget_bias=training["forget_bias"],
     ).to(device)
     optimizer = make_optimizer(training, model.parameters())
-    callbacks = list(callbacks)
-    stopping = training["early_stopping"]
-    if stopping["enabled"]:
-        callbacks.append(
-            EarlyStopping(
-                monitor=training["monitor"],
-                patience=stopping["patience"],
-                min_delta=stopping["min_delta"],
-                mode=training["monitor_mode"],
-                restore_best_weights=stopping["restore_best_weights"],
-            )
-        )
+    callbacks = list(callbacks) + _early_stopping(training)
     window = None
     if training["mode"] == "window":
         w = training["window"]
@@ -166,7 +157,7 @@ def build_trainer(
     )
 
 
-def _try_resume(trainer: StatefulTrainer, last: Path, run_hash: str, epochs: int) -> None:
+def _try_resume(trainer: EpochLoop, last: Path, run_hash: str, epochs: int) -> None:
     """Continue from `last` when it is this run's; otherwise say why and start fresh."""
     if not last.exists():
         log.info("no %s: starting a fresh run", last.name)
@@ -234,10 +225,56 @@ def train_run(
     t_start = time.perf_counter()
     train = load_split(paths["train"], min_stream_length)
     validation = load_split(paths["validation"], min_stream_length)
+    run_hash, metadata = _identity(training, paths, labels)
+    callbacks, loggers = _callbacks(training, logging_cfg, out_dir, labels)
+    if data_spec is not None and any(f"{s}_path" in data_spec for s in paths):
+        data_spec = None  # a user's files: no generator to draw fresh noise from
+    trainer = build_trainer(
+        training, train, validation, frequencies, metadata, progress, callbacks, data_spec
+    )
+    _fit(trainer, training, out_dir, run_hash)
+
+    # The deployable model is the best frozen-validation epoch, scored once on the test set.
+    test = load_split(paths["test"], min_stream_length)
+    metrics = _finish(
+        trainer,
+        training,
+        out_dir,
+        labels,
+        run_hash,
+        {"validation": trainer.evaluate(validation), "test": trainer.evaluate(test)},
+    )
+    finish_loggers(loggers, trainer, validation, out_dir)
+    log.info(
+        "done in %.1fs: best epoch %d, validation MSE %.6f, test MSE %.6f",
+        time.perf_counter() - t_start,
+        trainer.best_epoch,
+        metrics["validation"]["overall"]["mse"],
+        metrics["test"]["overall"]["mse"],
+    )
+    return metrics
+
+
+def _identity(
+    training: Mapping[str, Any],
+    paths: Mapping[str, str | Path],
+    labels: Mapping | None,
+    task: str = "frequency",
+) -> tuple[str, dict[str, Any]]:
+    """The run's hash (training keys that shape the weights + the data) and its metadata."""
     digests = [file_digest(paths["train"]), file_digest(paths["validation"])]
-    ident = identity(training, digests)
-    run_hash = config_hash(ident)
+    run_hash = config_hash(identity(training, digests, task))
     metadata = {"config": dict(training), "config_hash": run_hash, "labels": dict(labels or {})}
+    return run_hash, metadata
+
+
+def _callbacks(
+    training: Mapping[str, Any],
+    logging_cfg: Mapping[str, Any] | None,
+    out_dir: Path,
+    labels: Mapping[str, Any] | None,
+) -> tuple[list[Callback], list[Callback]]:
+    """last.pth every epoch (+ every-N/top-k), the CSV history, and the configured loggers."""
     loggers = make_loggers(training, logging_cfg or {}, out_dir, labels or {})
     ckpt = training["checkpoint"]
     callbacks = [
@@ -253,14 +290,13 @@ def train_run(
         CSVLogger(out_dir / "history.csv"),
         *loggers,
     ]
-    if data_spec is not None and any(f"{s}_path" in data_spec for s in paths):
-        data_spec = None  # a user's files: no generator to draw fresh noise from
-    trainer = build_trainer(
-        training, train, validation, frequencies, metadata, progress, callbacks, data_spec
-    )
+    return callbacks, loggers
+
+
+def _fit(trainer: EpochLoop, training: Mapping[str, Any], out_dir: Path, run_hash: str) -> None:
+    """Resume from last.pth when it is this run's, train; SIGTERM/SIGINT → exit 128+signal."""
     last = out_dir / "last.pth"
     _try_resume(trainer, last, run_hash, int(training["epochs"]))
-
     previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         trainer.train(int(training["epochs"]), save_dir=None)
@@ -277,11 +313,19 @@ def train_run(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-    # The deployable model is the best frozen-validation epoch, scored once on the test set.
     if trainer.best_state is not None:
         trainer.model.load_state_dict(trainer.best_state)
-    test = load_split(paths["test"], min_stream_length)
+
+
+def _finish(
+    trainer: EpochLoop,
+    training: Mapping[str, Any],
+    out_dir: Path,
+    labels: Mapping[str, Any] | None,
+    run_hash: str,
+    scores: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write the declared outputs (best model, history, metrics) atomically, at the very end."""
     metrics = {
         **dict(labels or {}),
         "engine": trainer.engine,
@@ -292,21 +336,99 @@ def train_run(
         "config_hash": run_hash,
         "training": dict(training),
         "train_seconds": float(sum(trainer.history["epoch_times"])),
-        "validation": trainer.evaluate(validation),
-        "test": trainer.evaluate(test),
+        **scores,
     }
     trainer.save_checkpoint(out_dir, "best_model.pth", best_only=True)
     write_json(trainer.history, out_dir / "training_history.json")
     write_json(metrics, out_dir / "metrics.json")
-    finish_loggers(loggers, trainer, validation, out_dir)
+    return metrics
+
+
+def train_batch_run(
+    task_name: str,
+    training: Mapping[str, Any],
+    paths: Mapping[str, str | Path],
+    out_dir: str | Path,
+    data_spec: Mapping[str, Any],
+    *,
+    labels: Mapping[str, Any] | None = None,
+    logging_cfg: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) one run of a batch task (vae, classifier) into `out_dir`.
+
+    The same contract as `train_run`: last.pth after every epoch, the best frozen-validation
+    epoch scored once on the test split, the declared outputs written at the end. metrics.json
+    holds the task's metrics under validation/test → overall, and the trivial baseline's.
+    """
+    from .batch import BatchTrainer
+    from .tasks import get_task
+    from .tasks.base import load_split as load_npz
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    torch.set_num_threads(int(training["threads"]))
+    set_seed(int(training["seed"]))
+    task = get_task(task_name, data_spec, training)
+    splits = {}
+    for name in ("train", "validation"):
+        splits[name] = load_npz(paths[name])
+        task.validate(splits[name], paths[name])
+    run_hash, metadata = _identity(training, paths, labels, task_name)
+    callbacks, loggers = _callbacks(training, logging_cfg, out_dir, labels)
+    callbacks += _early_stopping(training)
+    model = task.build_model(splits["train"])
+    optimizer = make_optimizer(training, model.parameters())
+    trainer = BatchTrainer(
+        task,
+        model,
+        optimizer,
+        splits["train"],
+        splits["validation"],
+        device=get_device(training["device"]),
+        scheduler=make_scheduler(training, optimizer),
+        seed=int(training["seed"]),
+        metadata=metadata,
+        callbacks=callbacks,
+        monitor=training["monitor"],
+        monitor_mode=training["monitor_mode"],
+    )
+    _fit(trainer, training, out_dir, run_hash)
+    splits["test"] = load_npz(paths["test"])
+    task.validate(splits["test"], paths["test"])
+    scores = {s: {"overall": trainer.evaluate(splits[s])} for s in ("validation", "test")}
+    scores["baseline"] = {
+        s: task.baseline(splits["train"], splits[s]) for s in ("validation", "test")
+    }
+    metrics = _finish(trainer, training, out_dir, labels, run_hash, scores)
+    log_artifacts(loggers, out_dir)
+    key = task.selection_metric
     log.info(
-        "done in %.1fs: best epoch %d, validation MSE %.6f, test MSE %.6f",
+        "done in %.1fs: best epoch %d, validation %s %.6f, test %s %.6f (trivial baseline %s)",
         time.perf_counter() - t_start,
         trainer.best_epoch,
-        metrics["validation"]["overall"]["mse"],
-        metrics["test"]["overall"]["mse"],
+        key,
+        scores["validation"]["overall"][key],
+        key,
+        scores["test"]["overall"][key],
+        scores["baseline"]["test"].get(key, "n/a"),
     )
     return metrics
+
+
+def _early_stopping(training: Mapping[str, Any]) -> list[Callback]:
+    stopping = training["early_stopping"]
+    if not stopping["enabled"]:
+        return []
+    return [
+        EarlyStopping(
+            monitor=training["monitor"],
+            patience=stopping["patience"],
+            min_delta=stopping["min_delta"],
+            mode=training["monitor_mode"],
+            restore_best_weights=stopping["restore_best_weights"],
+        )
+    ]
 
 
 def make_loggers(
@@ -358,17 +480,18 @@ def finish_loggers(
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.add_figure("predictions/validation", fig, trainer.best_epoch)
-        if isinstance(logger, MLflowLogger):
-            logger.log_artifacts(
-                [
-                    out_dir / "best_model.pth",
-                    out_dir / "metrics.json",
-                    out_dir / "training_history.json",
-                    out_dir / "history.csv",
-                    figure_path,
-                ]
-            )
+    log_artifacts(loggers, out_dir, [figure_path])
     plots.close(fig)
+
+
+def log_artifacts(
+    loggers: Sequence[Callback], out_dir: Path, extra: Sequence[Path] = ()
+) -> None:
+    """The run's declared outputs (and `extra` files) as MLflow artifacts."""
+    files = [out_dir / n for n in RUN_FILES] + list(extra)
+    for logger in loggers:
+        if isinstance(logger, MLflowLogger):
+            logger.log_artifacts(files)
 
 
 def load_model(path: str | Path) -> tuple[FrequencyLSTM, dict[str, Any]]:

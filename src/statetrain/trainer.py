@@ -202,7 +202,236 @@ class EpochStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class StatefulTrainer:
+class EpochLoop:
+    """What every trainer shares: the epoch loop, frozen validation, best-epoch tracking,
+    scheduler, callbacks and resumable checkpoints.
+
+    A subclass says how one epoch trains (`epoch_row`) and how the frozen model is scored
+    (`validation_row`); everything a resumed run needs lives in `history` and the checkpoint,
+    so a resumed run continues exactly where the interrupted one stopped.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    device: torch.device
+    has_validation: bool
+
+    def _init_loop(
+        self,
+        metadata: Mapping[str, Any] | None,
+        callbacks: Sequence[Callback],
+        monitor: str,
+        monitor_mode: str,
+    ) -> None:
+        self.metadata = dict(metadata or {})
+        self.epoch = 0  # completed epochs
+        self.history: dict[str, list] = {"train_loss": [], "epoch_times": []}
+        self.best_score = float("inf") if monitor_mode == "min" else float("-inf")
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.monitor = monitor
+        self.monitor_mode = monitor_mode
+        self.callbacks = list(callbacks)
+        self.stop_training = False
+
+    # ---------------------------------------------------------------- subclass hooks
+    def epoch_row(self, epoch: int) -> dict[str, Any]:
+        """Train one epoch; return at least ``train_loss`` and what else the history keeps."""
+        raise NotImplementedError
+
+    def validation_row(self) -> dict[str, Any]:
+        """Frozen-weight validation metrics, keys prefixed ``val_``."""
+        raise NotImplementedError
+
+    def model_args(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def extra_payload(self, best_only: bool) -> dict[str, Any]:
+        return {}
+
+    def load_extra(self, ckpt: Mapping[str, Any]) -> None:
+        pass
+
+    # ---------------------------------------------------------------- the epoch loop
+    def _record(self, key: str, value: Any) -> None:
+        self.history.setdefault(key, []).append(value)
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch, evaluate the frozen model, record everything, update the best."""
+        epoch = self.epoch + 1
+        t0 = time.perf_counter()
+        trained = self.epoch_row(epoch)
+        seconds = time.perf_counter() - t0
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": trained.pop("train_loss"),
+            "lr": self.optimizer.param_groups[0]["lr"],  # the lr of the epoch's last step
+            "epoch_times": seconds,
+            **trained,
+        }
+        if self.has_validation:
+            t1 = time.perf_counter()
+            row.update(self.validation_row())
+            row["eval_time"] = time.perf_counter() - t1
+        row["rss_mb"] = _rss_mb()
+        for key, value in row.items():
+            self._record(key, value)
+        self.epoch = epoch
+        if self.monitor not in row:
+            raise ValueError(
+                f"monitor {self.monitor!r} is not a recorded metric; choose one of "
+                f"{', '.join(sorted(row))}"
+            )
+        score = row[self.monitor]
+        row["improved"] = MetricsTracker(self.history).has_improved(self.monitor, self.monitor_mode)
+        if row["improved"]:
+            self.best_score, self.best_epoch = float(score), epoch
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        if self.scheduler is not None:
+            with warnings.catch_warnings():
+                # The native engine updates the weights without calling optimizer.step(),
+                # which torch's schedulers would otherwise warn about.
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.scheduler.step(score)
+                else:
+                    self.scheduler.step()
+        return row
+
+    def describe(self) -> None:
+        """Log what is about to train (called once at the start of `train`)."""
+        log.info("model: %s", getattr(self.model, "get_model_summary", lambda: self.model)())
+
+    def train(
+        self,
+        num_epochs: int,
+        save_dir: str | Path | None = "models",
+        save_best: bool = True,
+        save_last: bool = False,
+    ) -> dict[str, list]:
+        """Train until `num_epochs` epochs are complete (continuing a resumed trainer).
+
+        The best checkpoint is chosen by `monitor` (a frozen validation metric when a
+        validation split was given, the online training loss otherwise: the seed's choice,
+        logged as such). Callbacks run in order; `save_dir` adds a ModelCheckpoint unless one
+        is given.
+        """
+        callbacks = list(self.callbacks)
+        has_ckpt = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+        if save_dir is not None and (save_best or save_last) and not has_ckpt:
+            callbacks.append(
+                ModelCheckpoint(
+                    save_dir,
+                    monitor=self.monitor,
+                    mode=self.monitor_mode,
+                    save_best=save_best,
+                    save_last=save_last,
+                )
+            )
+        self.describe()
+        if self.monitor == "train_loss":
+            log.warning(
+                "no validation split: the best checkpoint is chosen by the online training "
+                "loss, which can look good while the frozen model has learned nothing"
+            )
+        self.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin(self)
+        while self.epoch < num_epochs and not self.stop_training:
+            for cb in callbacks:
+                cb.on_epoch_begin(self, self.epoch + 1)
+            row = self.run_epoch()
+            val = ""
+            if self.monitor != "train_loss":
+                val = f" {self.monitor} {row[self.monitor]:.6f}"
+            log.info(
+                "epoch %d/%d train_loss %.6f%s lr %.3g %.2fs%s",
+                row["epoch"],
+                num_epochs,
+                row["train_loss"],
+                val,
+                row["lr"],
+                row["epoch_times"],
+                " *best*" if row["improved"] else "",
+            )
+            for cb in callbacks:
+                cb.on_epoch_end(self, row["epoch"], row)
+        for cb in callbacks:
+            cb.on_train_end(self)
+        return self.history
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_payload(self, best_only: bool = False) -> dict[str, Any]:
+        """Everything a run needs to resume; `best_only` gives the deployable best model."""
+        weights = self.best_state if best_only and self.best_state else self.model.state_dict()
+        payload: dict[str, Any] = {
+            "epoch": self.best_epoch if best_only else self.epoch,
+            "model_state_dict": weights,
+            "model_args": self.model_args(),
+            "history": self.history,
+            "best": {"score": self.best_score, "epoch": self.best_epoch, "monitor": self.monitor},
+            **self.extra_payload(best_only),
+            **self.metadata,
+        }
+        if not best_only:
+            payload["optimizer_state_dict"] = self.optimizer.state_dict()
+            payload["scheduler_state_dict"] = (
+                self.scheduler.state_dict() if self.scheduler is not None else None
+            )
+            payload["best_state_dict"] = self.best_state
+            payload["rng"] = _rng_state()
+        return payload
+
+    def save_checkpoint(
+        self,
+        save_dir: str | Path,
+        filename: str = "checkpoint.pth",
+        epoch: int | None = None,
+        loss: float | None = None,
+        *,
+        best_only: bool = False,
+    ) -> Path:
+        """Atomic write of the full resumable state (or of the best weights)."""
+        payload = self.state_payload(best_only=best_only)
+        if loss is not None:
+            payload["loss"] = loss
+        if epoch is not None:
+            payload["epoch"] = epoch
+        return save_checkpoint_file(payload, Path(save_dir) / filename)
+
+    def load_checkpoint(self, checkpoint_path: str | Path) -> dict[str, Any]:
+        """Restore model, optimizer, scheduler, history, best-so-far and RNG states."""
+        ckpt = load_checkpoint_file(checkpoint_path, map_location=self.device)
+        try:
+            self.model.load_state_dict(ckpt["model_state_dict"])
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"Checkpoint '{checkpoint_path}' does not fit this model "
+                f"({self.model_args()}): {str(exc).splitlines()[0]}"
+            ) from None
+        if ckpt.get("optimizer_state_dict"):
+            self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        if self.scheduler is not None and ckpt.get("scheduler_state_dict"):
+            self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
+        self.history = {k: list(v) for k, v in ckpt.get("history", self.history).items()}
+        self.epoch = int(ckpt.get("epoch", 0))
+        best = ckpt.get("best") or {}
+        self.best_score = float(best.get("score", self.best_score))
+        self.best_epoch = int(best.get("epoch", 0))
+        self.best_state = ckpt.get("best_state_dict")
+        if ckpt.get("rng"):
+            _set_rng_state(ckpt["rng"])
+        self.load_extra(ckpt)
+        return ckpt
+
+    def save_history(self, save_path: str | Path) -> None:
+        from .io import write_json
+
+        write_json(self.history, save_path)
+
+
+class StatefulTrainer(EpochLoop):
     """Train a FrequencyLSTM one step (or one TBPTT chunk) at a time with carried state.
 
     Seed-compatible: ``StatefulTrainer(model, train_loader, criterion, optimizer, device,
@@ -248,7 +477,6 @@ class StatefulTrainer:
         self.scheduler = scheduler
         self.max_bad_steps = max_bad_steps
         self.progress = progress
-        self.metadata = dict(metadata or {})
         self.train_split = (
             train_loader if isinstance(train_loader, Split) else Split.from_loader(train_loader)
         )
@@ -266,15 +494,13 @@ class StatefulTrainer:
                 "so it needs state_reset='stream' (frozen evaluation must carry state the same way)"
             )
         self.engine, self.engine_reason = self._resolve_engine(engine)
-        self.epoch = 0  # completed epochs
-        self.history: dict[str, list] = {"train_loss": [], "epoch_times": []}
-        self.best_score = float("inf")
-        self.best_epoch = 0
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.monitor = monitor or ("val_mse" if self.val_split is not None else "train_loss")
-        self.monitor_mode = monitor_mode
-        self.callbacks = list(callbacks)
-        self.stop_training = False
+        self.has_validation = self.val_split is not None
+        self._init_loop(
+            metadata,
+            callbacks,
+            monitor or ("val_mse" if self.has_validation else "train_loss"),
+            monitor_mode,
+        )
 
     # ---------------------------------------------------------------- engine selection
     def _resolve_engine(self, requested: str) -> tuple[str, str]:
@@ -429,22 +655,12 @@ class StatefulTrainer:
         pred = self.predict(split)
         return evaluate_streams(split.y, pred, split.starts, split.columns, self.frequencies)
 
-    # ---------------------------------------------------------------- the epoch loop
-    def _record(self, key: str, value: Any) -> None:
-        self.history.setdefault(key, []).append(value)
-
-    def run_epoch(self) -> dict[str, Any]:
-        """Train one epoch, evaluate the frozen model, record everything, update the best."""
-        epoch = self.epoch + 1
-        t0 = time.perf_counter()
+    # ---------------------------------------------------------------- EpochLoop hooks
+    def epoch_row(self, epoch: int) -> dict[str, Any]:
         loss = self.train_epoch(epoch)
-        seconds = time.perf_counter() - t0
         stats = self.last_stats
-        row: dict[str, Any] = {
-            "epoch": epoch,
+        return {
             "train_loss": loss,
-            "lr": self.optimizer.param_groups[0]["lr"],  # the lr of the epoch's last step
-            "epoch_times": seconds,
             "grad_norm_mean": stats.grad_norm_mean,
             "clipped_fraction": stats.clipped_fraction,
             "bad_steps": stats.bad_steps,
@@ -452,97 +668,20 @@ class StatefulTrainer:
             "c_norm": stats.c_norm,
             **{k: v for k, v in stats.extra.items() if k != "stopped_early"},
         }
-        if self.val_split is not None:
-            t1 = time.perf_counter()
-            metrics = self.evaluate(self.val_split)
-            row["val_mse"] = metrics["overall"]["mse"]
-            for f in self.frequencies:
-                label = frequency_label(f)
-                if label in metrics:
-                    row[f"val_mse_{label}"] = metrics[label]["mse"]
-            row["eval_time"] = time.perf_counter() - t1
-        row["rss_mb"] = _rss_mb()
-        for key, value in row.items():
-            self._record(key, value)
-        self.epoch = epoch
-        if self.monitor not in row:
-            raise ValueError(
-                f"monitor {self.monitor!r} is not a recorded metric; choose one of "
-                f"{', '.join(sorted(row))}"
-            )
-        score = row[self.monitor]
-        row["improved"] = MetricsTracker(self.history).has_improved(self.monitor, self.monitor_mode)
-        if row["improved"]:
-            self.best_score, self.best_epoch = float(score), epoch
-            self.best_state = copy.deepcopy(self.model.state_dict())
-        if self.scheduler is not None:
-            with warnings.catch_warnings():
-                # The native engine updates the weights without calling optimizer.step(),
-                # which torch's schedulers would otherwise warn about.
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    self.scheduler.step(score)
-                else:
-                    self.scheduler.step()
+
+    def validation_row(self) -> dict[str, Any]:
+        metrics = self.evaluate(self.val_split)
+        row = {"val_mse": metrics["overall"]["mse"]}
+        for f in self.frequencies:
+            label = frequency_label(f)
+            if label in metrics:
+                row[f"val_mse_{label}"] = metrics[label]["mse"]
         return row
 
-    def train(
-        self,
-        num_epochs: int,
-        save_dir: str | Path | None = "models",
-        save_best: bool = True,
-        save_last: bool = False,
-    ) -> dict[str, list]:
-        """Train until `num_epochs` epochs are complete (continuing a resumed trainer).
-
-        The best checkpoint is chosen by `monitor` (frozen validation MSE when a validation
-        split was given, the online training loss otherwise: the seed's choice, logged as
-        such). Callbacks run in order; `save_dir` adds a ModelCheckpoint unless one is given.
-        """
-        callbacks = list(self.callbacks)
-        has_ckpt = any(isinstance(c, ModelCheckpoint) for c in callbacks)
-        if save_dir is not None and (save_best or save_last) and not has_ckpt:
-            callbacks.append(
-                ModelCheckpoint(
-                    save_dir,
-                    monitor=self.monitor,
-                    mode=self.monitor_mode,
-                    save_best=save_best,
-                    save_last=save_last,
-                )
-            )
+    def describe(self) -> None:
         log.info("engine: %s (%s)", self.engine, self.engine_reason)
-        log.info("model: %s", getattr(self.model, "get_model_summary", lambda: self.model)())
-        if self.monitor == "train_loss":
-            log.warning(
-                "no validation split: the best checkpoint is chosen by the online training "
-                "loss, which can look good while the frozen model has learned nothing"
-            )
-        self.stop_training = False
-        for cb in callbacks:
-            cb.on_train_begin(self)
-        while self.epoch < num_epochs and not self.stop_training:
-            for cb in callbacks:
-                cb.on_epoch_begin(self, self.epoch + 1)
-            row = self.run_epoch()
-            val = f" val_mse {row['val_mse']:.6f}" if "val_mse" in row else ""
-            log.info(
-                "epoch %d/%d train_loss %.6f%s lr %.3g %.2fs%s",
-                row["epoch"],
-                num_epochs,
-                row["train_loss"],
-                val,
-                row["lr"],
-                row["epoch_times"],
-                " *best*" if row["improved"] else "",
-            )
-            for cb in callbacks:
-                cb.on_epoch_end(self, row["epoch"], row)
-        for cb in callbacks:
-            cb.on_train_end(self)
-        return self.history
+        super().describe()
 
-    # ---------------------------------------------------------------- checkpoints
     def model_args(self) -> dict[str, Any]:
         m = self.model
         return {
@@ -551,74 +690,12 @@ class StatefulTrainer:
             "num_layers": getattr(m, "num_layers", 1),
         }
 
-    def state_payload(self, best_only: bool = False) -> dict[str, Any]:
-        """Everything a run needs to resume; `best_only` gives the deployable best model."""
-        weights = self.best_state if best_only and self.best_state else self.model.state_dict()
-        payload: dict[str, Any] = {
-            "epoch": self.best_epoch if best_only else self.epoch,
-            "model_state_dict": weights,
-            "model_args": self.model_args(),
-            "history": self.history,
-            "best": {"score": self.best_score, "epoch": self.best_epoch, "monitor": self.monitor},
-            "frequencies": self.frequencies,
-            "state_reset": self.state_reset,
-            **self.metadata,
-        }
-        if not best_only:
-            payload["optimizer_state_dict"] = self.optimizer.state_dict()
-            payload["scheduler_state_dict"] = (
-                self.scheduler.state_dict() if self.scheduler is not None else None
-            )
-            payload["best_state_dict"] = self.best_state
-            payload["rng"] = _rng_state()
-            if self.window is not None:
-                payload["window_state"] = self.window.state_dict()
-        return payload
+    def extra_payload(self, best_only: bool) -> dict[str, Any]:
+        extra: dict[str, Any] = {"frequencies": self.frequencies, "state_reset": self.state_reset}
+        if not best_only and self.window is not None:
+            extra["window_state"] = self.window.state_dict()
+        return extra
 
-    def save_checkpoint(
-        self,
-        save_dir: str | Path,
-        filename: str = "checkpoint.pth",
-        epoch: int | None = None,
-        loss: float | None = None,
-        *,
-        best_only: bool = False,
-    ) -> Path:
-        """Atomic write of the full resumable state (or of the best weights)."""
-        payload = self.state_payload(best_only=best_only)
-        if loss is not None:
-            payload["loss"] = loss
-        if epoch is not None:
-            payload["epoch"] = epoch
-        return save_checkpoint_file(payload, Path(save_dir) / filename)
-
-    def load_checkpoint(self, checkpoint_path: str | Path) -> dict[str, Any]:
-        """Restore model, optimizer, scheduler, history, best-so-far and RNG states."""
-        ckpt = load_checkpoint_file(checkpoint_path, map_location=self.device)
-        try:
-            self.model.load_state_dict(ckpt["model_state_dict"])
-        except RuntimeError as exc:
-            raise CheckpointError(
-                f"Checkpoint '{checkpoint_path}' does not fit this model "
-                f"({self.model_args()}): {str(exc).splitlines()[0]}"
-            ) from None
-        if ckpt.get("optimizer_state_dict"):
-            self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-        if self.scheduler is not None and ckpt.get("scheduler_state_dict"):
-            self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
-        self.history = {k: list(v) for k, v in ckpt.get("history", self.history).items()}
-        self.epoch = int(ckpt.get("epoch", 0))
-        best = ckpt.get("best") or {}
-        self.best_score = float(best.get("score", float("inf")))
-        self.best_epoch = int(best.get("epoch", 0))
-        self.best_state = ckpt.get("best_state_dict")
-        if ckpt.get("rng"):
-            _set_rng_state(ckpt["rng"])
+    def load_extra(self, ckpt: Mapping[str, Any]) -> None:
         if self.window is not None and ckpt.get("window_state"):
             self.window.load_state_dict(ckpt["window_state"])
-        return ckpt
-
-    def save_history(self, save_path: str | Path) -> None:
-        from .io import write_json
-
-        write_json(self.history, save_path)

@@ -1,0 +1,106 @@
+"""The trainer of batch tasks (the VAE, the sequence classifier): shuffled mini-batches.
+
+It shares the epoch loop, best-epoch tracking, callbacks, schedulers and resumable
+checkpoints with the frequency task's StatefulTrainer (`trainer.EpochLoop`); only how an
+epoch trains and how the frozen model is scored come from the task. Shuffling and input noise
+are drawn from a generator seeded by (seed, epoch), so a resumed run sees the same batches as
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .callbacks import Callback
+from .tasks.base import BatchTask
+from .trainer import EpochLoop, TrainingError
+
+log = logging.getLogger("statetrain")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """One independent stream per (seed, epoch) (numpy's SeedSequence mixes the two)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class BatchTrainer(EpochLoop):
+    """Train `task`'s model on `train`, score it frozen on `validation` after every epoch."""
+
+    def __init__(
+        self,
+        task: BatchTask,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train: Mapping[str, np.ndarray],
+        validation: Mapping[str, np.ndarray] | None = None,
+        *,
+        device: torch.device | str = "cpu",
+        scheduler: Any = None,
+        seed: int = 0,
+        metadata: Mapping[str, Any] | None = None,
+        callbacks: Sequence[Callback] = (),
+        monitor: str | None = None,
+        monitor_mode: str | None = None,
+    ) -> None:
+        self.task = task
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_split = train
+        self.val_split = validation
+        self.seed = seed
+        self.has_validation = validation is not None
+        self.engine, self.engine_reason = "torch", f"{task.name} task: mini-batches in PyTorch"
+        task.prepare(train)
+        self._init_loop(
+            metadata,
+            callbacks,
+            monitor or (task.monitor if self.has_validation else "train_loss"),
+            monitor_mode or (task.mode if self.has_validation else "min"),
+        )
+
+    def epoch_row(self, epoch: int) -> dict[str, Any]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        self.model.train()
+        row = dict(
+            self.task.train_epoch(
+                self.model, self.optimizer, self.train_split, generator, self.device
+            )
+        )
+        if not np.isfinite(row["train_loss"]):
+            raise TrainingError(
+                f"epoch {epoch}: every mini-batch had a non-finite loss, so training stopped; "
+                "the last checkpoint holds the last finite weights. Lower training.lr, keep "
+                "clip_grad_norm on, and check the input data."
+            )
+        return row
+
+    def evaluate(self, split: Mapping[str, np.ndarray]) -> dict[str, float]:
+        self.model.eval()
+        return self.task.evaluate(self.model, split, self.device)
+
+    def validation_row(self) -> dict[str, Any]:
+        assert self.val_split is not None
+        return {f"val_{k}": v for k, v in self.evaluate(self.val_split).items()}
+
+    def describe(self) -> None:
+        total = sum(p.numel() for p in self.model.parameters())
+        log.info(
+            "task %s, model %s: %s parameters",
+            self.task.name,
+            type(self.model).__name__,
+            f"{total:,}",
+        )
+
+    def model_args(self) -> dict[str, Any]:
+        return self.task.model_args(self.model)
+
+    def extra_payload(self, best_only: bool) -> dict[str, Any]:
+        return {"task": self.task.name}

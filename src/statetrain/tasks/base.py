@@ -1,0 +1,199 @@
+"""The task interface: what a task is, so that one workflow trains all of them.
+
+A task is one module (the data, the model, the loss, the frozen evaluation and its metrics,
+the figures) plus one config section (`data:` for the task, the task's `training:` keys). The
+workflow's rules (generate → validate → train → select → plot) and everything around a run
+(checkpoints, resume, grids, early stopping, schedulers, loggers) are shared.
+
+Two kinds of task exist:
+
+* the frequency task (`statetrain.tasks.frequency`): a stateful LSTM trained one time step at
+  a time on the carried state, with its own native engine (`StatefulTrainer`);
+* batch tasks (`BatchTask` below, e.g. `vae`, `classifier`): independent samples trained in
+  shuffled mini-batches by `BatchTrainer` (`statetrain.batch`).
+
+A batch task's splits are dicts of named arrays stored as `.npz` files (never pickled). All
+three splits (train/validation/test) come from `make_splits`, deterministically: generated
+from the config's seed, or read from a user's file and split with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..validation import DatasetError
+
+SPLITS = ("train", "validation", "test")
+Arrays = dict[str, np.ndarray]
+
+
+class BatchTask:
+    """A task trained in mini-batches over independent samples (no state between them).
+
+    Subclasses set the class attributes and implement the methods that raise
+    NotImplementedError. `spec` is the dataset scenario (the task's `data` keys, defaults
+    filled); `training` is the validated `training` section of one grid point.
+    """
+
+    name: ClassVar[str] = ""
+    # What decides the best epoch (a key of the per-epoch history) and the best grid point
+    # (a key of evaluate()'s dict), with its direction.
+    monitor: ClassVar[str] = "val_loss"
+    selection_metric: ClassVar[str] = "loss"
+    mode: ClassVar[str] = "min"
+    # The figure files plot() writes, per dataset (names only; the rule chooses the folder).
+    figures: ClassVar[tuple[str, ...]] = ()
+    # Defaults of shared `training` keys that differ for this task (e.g. hidden_size).
+    training_defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, spec: Mapping[str, Any], training: Mapping[str, Any] | None = None):
+        self.spec = dict(spec)
+        self.training = dict(training or {})
+
+    # ---------------------------------------------------------------- data
+    def make_splits(self) -> dict[str, Arrays]:
+        """All three splits, generated or read from the user's file; same spec → same arrays."""
+        raise NotImplementedError
+
+    def validate(self, arrays: Mapping[str, np.ndarray], path: str | Path) -> dict[str, Any]:
+        """Check one split; raise DatasetError (naming the problem and the fix) or return a
+        JSON-able report (counts, shapes) that the validate rule writes next to the data."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- model
+    def build_model(self, train: Mapping[str, np.ndarray]) -> nn.Module:
+        """A fresh model sized from the training split and `self.training`."""
+        raise NotImplementedError
+
+    def model_args(self, model: nn.Module) -> dict[str, Any]:
+        """Plain values that rebuild the architecture: `model_from_args(model_args(m))`."""
+        raise NotImplementedError
+
+    def model_from_args(self, args: Mapping[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- training
+    def prepare(self, train: Mapping[str, np.ndarray]) -> None:
+        """Called once before training with the training split (e.g. class weights)."""
+
+    def train_epoch(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train: Mapping[str, np.ndarray],
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> dict[str, float]:
+        """One pass over `train` in shuffled mini-batches of training['batch_size'].
+
+        All randomness (shuffling, input noise) comes from `generator`, seeded per epoch by
+        the trainer, so a resumed run draws the same batches. Clip the gradient norm at
+        training['clip_grad_norm'] (None = off). Return at least ``train_loss``, plus
+        ``grad_norm_mean`` and any loss components (``train_recon``, ...).
+        """
+        raise NotImplementedError
+
+    def evaluate(
+        self, model: nn.Module, split: Mapping[str, np.ndarray], device: torch.device
+    ) -> dict[str, float]:
+        """Frozen-weight metrics of one split (model.eval(), no grad, no input noise).
+
+        Must hold ``loss`` and ``selection_metric``; every value a plain float.
+        """
+        raise NotImplementedError
+
+    def baseline(self, train: Mapping[str, np.ndarray], split: Mapping[str, np.ndarray]) -> dict:
+        """The trivial model's metrics on `split` (what a trained model has to beat)."""
+        return {}
+
+    # ---------------------------------------------------------------- figures
+    def plot(
+        self,
+        model: nn.Module,
+        splits: Mapping[str, Mapping[str, np.ndarray]],
+        history: Mapping[str, list],
+        out: Mapping[str, str | Path],
+        title: str = "",
+    ) -> None:
+        """Write every figure in `figures` to out[name] (from the selected model)."""
+        raise NotImplementedError
+
+
+# -------------------------------------------------------------------- split files
+def save_split(arrays: Mapping[str, np.ndarray], path: str | Path) -> Path:
+    """Atomic `.npz` write (no pickled objects: every array must have a plain dtype)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for key, value in arrays.items():
+        if np.asarray(value).dtype == object:
+            raise ValueError(f"array '{key}' has dtype object; split files hold numbers only")
+    tmp = path.with_name(f".{path.name}.tmp")
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+    return path
+
+
+def load_split(path: str | Path, required: tuple[str, ...] = ()) -> Arrays:
+    """Read a split `.npz` without ever unpickling; missing or unreadable → DatasetError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(
+            path, "exists", "the file does not exist.", "Check the path in your config."
+        )
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DatasetError(
+            path,
+            "readable",
+            f"not a readable NumPy .npz archive of plain arrays ({exc}).",
+            "Regenerate it, or save your data with numpy.savez(path, x=..., y=...).",
+        ) from None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise DatasetError(
+            path,
+            "arrays",
+            f"the archive lacks the array(s) {missing} (it holds {sorted(arrays)}).",
+            f"Save the split with numpy.savez(path, {', '.join(f'{k}=...' for k in required)}).",
+        )
+    return arrays
+
+
+def split_rows(
+    n: int, fractions: Mapping[str, float], seed: int, labels: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Row indices of train/validation/test: a fixed-seed shuffle, stratified by `labels`.
+
+    `fractions` gives the validation and test shares; train takes the rest. Stratifying keeps
+    a rare class present in every split (the classifier's positives at 5 %).
+    """
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == v) for v in
+                                                    np.unique(labels)]
+    out: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for idx in groups:
+        idx = rng.permutation(idx)
+        n_val = int(round(len(idx) * fractions["validation"]))
+        n_test = int(round(len(idx) * fractions["test"]))
+        out["validation"].append(idx[:n_val])
+        out["test"].append(idx[n_val : n_val + n_test])
+        out["train"].append(idx[n_val + n_test :])
+    return {s: np.sort(np.concatenate(parts)) for s, parts in out.items()}
+
+
+def grad_norm(params: list[torch.Tensor]) -> float:
+    """Total L2 norm of the gradients (before clipping), for the history."""
+    grads = [p.grad.detach().norm() for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0
