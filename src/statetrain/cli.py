@@ -41,7 +41,7 @@ def train(args: argparse.Namespace) -> dict:
     point = scripting.parse_assignments(args.set)
     if args.quick:
         point["epochs"] = 2
-    training = training_config(cfg, point)
+    training = training_config(cfg, point, args.dataset)
     spec = dataset_spec(cfg, args.dataset)
     paths = user_paths(spec) or {
         s: scripting.DATA.format(dataset=args.dataset, split=s)

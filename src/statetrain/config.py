@@ -79,8 +79,14 @@ def schema(task: str = "frequency") -> dict[str, Any]:
         props = copy.deepcopy(defs[f"{task}_data"])
         props["split"] = {**copy.deepcopy(defs["split_fractions"]), "default": {}}
         sch["properties"]["data"]["properties"] = props
-        scenario = sch["properties"]["datasets"]["additionalProperties"]["oneOf"][1]
-        scenario["properties"] = copy.deepcopy(props)
+    scenario = sch["properties"]["datasets"]["additionalProperties"]["oneOf"][1]
+    scenario["properties"] = copy.deepcopy(sch["properties"]["data"]["properties"])
+    # A scenario may override training keys (no defaults here: they come from `training`).
+    overrides = copy.deepcopy(sch["properties"]["training"])
+    overrides.pop("default", None)
+    for sub in overrides["properties"].values():
+        sub.pop("default", None)
+    scenario["properties"]["training"] = overrides
     return sch
 
 
@@ -95,6 +101,17 @@ def _fill_defaults(node: dict[str, Any], value: dict[str, Any]) -> None:
             value[key] = copy.deepcopy(sub["default"])
         if isinstance(value.get(key), dict) and sub.get("type") == "object":
             _fill_defaults(sub, value[key])
+
+
+def _deepest(err: Any) -> Any:
+    """For "not valid under any of the given schemas", the sub-error that explains why
+    (e.g. 'datasets.f1.training.epochs: 0 is less than the minimum of 1')."""
+    from jsonschema.exceptions import best_match
+
+    while err.validator in ("oneOf", "anyOf") and err.context:
+        inner = [e for e in err.context if e.validator != "type" or len(err.context) == 1]
+        err = best_match(inner or err.context)
+    return err
 
 
 def _format_error(err: Any) -> str:
@@ -142,7 +159,10 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
             training["monitor_mode"] = "min"
     _fill_defaults(sch, cfg)
     validator = jsonschema.Draft202012Validator(sch)
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(
+        (_deepest(e) for e in validator.iter_errors(cfg)),
+        key=lambda e: list(map(str, e.absolute_path)),
+    )
     if errors:
         lines = "\n  ".join(_format_error(e) for e in errors)
         raise ConfigError(
@@ -213,6 +233,7 @@ def dataset_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
         raise ConfigError(f"Unknown dataset '{name}'. Datasets in this config: {known}.")
     spec = copy.deepcopy(dict(cfg["data"]))
     deep_update(spec, cfg["datasets"][name] or {})
+    spec.pop("training", None)  # a scenario's training overrides: see training_config
     if cfg.get("task", "frequency") != "frequency":
         return _batch_spec(name, spec)
     spec["phase_jitter"] = parse_angle(spec["phase_jitter"])
@@ -273,33 +294,40 @@ def grid_points(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     else:
         points = [{"seed": cfg["training"]["seed"]}]
     for point in points:
-        training_config(cfg, point)  # each point must be a valid training section
+        for dataset in cfg["datasets"]:  # each point must give a valid training section
+            training_config(cfg, point, dataset)
     return points
 
 
-def training_config(cfg: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
-    """The `training` section with one grid point's values applied, validated."""
+def training_config(
+    cfg: Mapping[str, Any], point: Mapping[str, Any], dataset: str | None = None
+) -> dict[str, Any]:
+    """The `training` section of one run: `training`, then the scenario's own `training`
+    overrides, then the grid point's values; validated."""
     import jsonschema
 
     training = copy.deepcopy(dict(cfg["training"]))
+    if dataset is not None:
+        deep_update(training, (cfg["datasets"].get(dataset) or {}).get("training") or {})
     training.update(point)
+    where = f"grid point {dict(point)}" + (f" of dataset '{dataset}'" if dataset else "")
     sch = schema(cfg.get("task", "frequency"))["properties"]["training"]
     errors = list(jsonschema.Draft202012Validator(sch).iter_errors(training))
     if errors:
         msgs = "; ".join(f"'{'.'.join(map(str, e.absolute_path))}': {e.message}" for e in errors)
         raise ConfigError(
-            f"grid point {dict(point)} gives an invalid training section: {msgs}. "
+            f"{where} gives an invalid training section: {msgs}. "
             "Fix the values listed under `grid:`."
         )
     if training["mode"] == "window":
         if training["state_reset"] != "stream":
             raise ConfigError(
-                f"grid point {dict(point)}: training.mode 'window' starts every window from a "
+                f"{where}: training.mode 'window' starts every window from a "
                 "zero state at the stream start; set training.state_reset: stream."
             )
         if training["scheduler"]["type"] != "none":
             raise ConfigError(
-                f"grid point {dict(point)}: training.mode 'window' sets the learning rate itself "
+                f"{where}: training.mode 'window' sets the learning rate itself "
                 "(it cools as the window grows); set training.scheduler.type: none."
             )
     return training

@@ -49,7 +49,7 @@ def grid_point(wildcards):
 
 
 def train_params(wildcards):
-    return stconfig.training_config(config, grid_point(wildcards))
+    return stconfig.training_config(config, grid_point(wildcards), wildcards.dataset)
 
 
 def run_labels(wildcards):
