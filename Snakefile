@@ -1,7 +1,9 @@
-# statetrain: data → validation → stateful training per grid point → selection → plots.
+# statetrain: data → validation → training per grid point → selection → plots, for every
+# task (`task: frequency | vae | classifier`; src/statetrain/tasks).
 #
 #   snakemake --cores 1                                  # the default experiment
 #   snakemake --cores 2 --configfile config/quick.yaml   # replaces config/config.yaml
+#   snakemake --cores 2 --configfile config/vae.yaml     # the denoising VAE
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -38,6 +40,16 @@ localrules:
     summarize_sweep,
     plot_loss_curves,
     plot_sweep_curves,
-    plot_predictions,
-    plot_learnability,
     export_onnx,
+
+
+if TASK.batch:
+
+    localrules:
+        plot_task,
+
+else:
+
+    localrules:
+        plot_predictions,
+        plot_learnability,

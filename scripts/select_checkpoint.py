@@ -1,4 +1,5 @@
-"""Rule select_checkpoint: the best grid point of one dataset, by frozen validation MSE.
+"""Rule select_checkpoint: the best grid point of one dataset, by a frozen validation metric
+(the task's: MSE for frequency, the total loss for vae, AUC-PR for classifier).
 
 The test split plays no part in the choice: its score is reported for the chosen run only
 after the choice is made. By hand: python scripts/select_checkpoint.py --dataset spec
@@ -12,6 +13,7 @@ from pathlib import Path
 from statetrain import scripting
 from statetrain.config import grid_points
 from statetrain.io import read_json, write_json
+from statetrain.tasks import task_info
 
 log = logging.getLogger("statetrain")
 
@@ -24,20 +26,23 @@ def main(
     out_model: str,
     out_selection: str,
     out_metrics: str,
+    metric: str = "mse",
+    mode: str = "min",
 ) -> dict:
+    key = f"val_{metric}"
     candidates = []
     for name, path in zip(names, metrics_paths, strict=True):
         m = read_json(path)
-        score = m["validation"]["overall"]["mse"]
-        candidates.append({"grid_point": name, "val_mse": score, "best_epoch": m["best_epoch"]})
-    finite = [
-        i
-        for i, c in enumerate(candidates)
-        if c["val_mse"] is not None and math.isfinite(c["val_mse"])
-    ]
+        score = m["validation"]["overall"][metric]
+        candidates.append({"grid_point": name, key: score, "best_epoch": m["best_epoch"]})
+    finite = [i for i, c in enumerate(candidates) if c[key] is not None and math.isfinite(c[key])]
     if not finite:
-        raise RuntimeError(f"dataset {dataset}: no grid point has a finite validation MSE")
-    best = min(finite, key=lambda i: candidates[i]["val_mse"])
+        raise RuntimeError(
+            f"dataset {dataset}: no grid point has a finite validation {metric}; see the train "
+            "logs under results/logs/train/ for why."
+        )
+    pick = min if mode == "min" else max
+    best = pick(finite, key=lambda i: candidates[i][key])
     chosen = read_json(metrics_paths[best])
     tmp = Path(out_model).with_name(f".{Path(out_model).name}.tmp")
     Path(out_model).parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +50,8 @@ def main(
     tmp.replace(out_model)
     selection = {
         "dataset": dataset,
-        "criterion": "lowest frozen validation MSE (the test split is not used to choose)",
+        "criterion": f"{'lowest' if mode == 'min' else 'highest'} frozen validation {metric} "
+        "(the test split is not used to choose)",
         "selected": names[best],
         "source": model_paths[best],
         "candidates": candidates,
@@ -53,11 +59,13 @@ def main(
     write_json(selection, out_selection)
     write_json({**chosen, "selected": names[best]}, out_metrics)
     log.info(
-        "%s: selected %s (validation MSE %.6f, test MSE %.6f)",
+        "%s: selected %s (validation %s %.6f, test %s %.6f)",
         dataset,
         names[best],
-        chosen["validation"]["overall"]["mse"],
-        chosen["test"]["overall"]["mse"],
+        metric,
+        chosen["validation"]["overall"][metric],
+        metric,
+        chosen["test"]["overall"][metric],
     )
     return selection
 
@@ -73,12 +81,15 @@ if "snakemake" in globals():
             sm.output.model,
             sm.output.selection,
             sm.output.metrics,
+            sm.params.metric,
+            sm.params.mode,
         )
 elif __name__ == "__main__":
     p = scripting.parser(__doc__)
     p.add_argument("--dataset", default="spec")
     args = p.parse_args()
     cfg = scripting.load(args)
+    info = task_info(cfg["task"])
     names = [scripting.grid_point_name(pt) for pt in grid_points(cfg)]
     runs = [scripting.RUN.format(dataset=args.dataset, grid_point=n) for n in names]
     best = scripting.BEST.format(dataset=args.dataset)
@@ -91,4 +102,6 @@ elif __name__ == "__main__":
             f"{best}/best_model.pth",
             f"{best}/selection.json",
             f"{best}/metrics.json",
+            info.selection_metric,
+            info.mode,
         )

@@ -10,12 +10,17 @@ import pandas as pd
 from statetrain import scripting
 from statetrain.config import dataset_spec, grid_points
 from statetrain.io import read_json, write_text
+from statetrain.tasks import task_info
 
 log = logging.getLogger("statetrain")
 
 
 def main(
-    metrics_paths: list[str], selection_paths: list[str], phase_jitter: dict, out_csv: str
+    metrics_paths: list[str],
+    selection_paths: list[str],
+    phase_jitter: dict,
+    out_csv: str,
+    metric: str = "mse",
 ) -> pd.DataFrame:
     selected = {}
     for path in selection_paths:
@@ -26,18 +31,31 @@ def main(
         m = read_json(path)
         row = {
             "dataset": m["dataset"],
-            "phase_jitter": phase_jitter[m["dataset"]],
             "grid_point": m["grid_point"],
             "selected": selected.get(m["dataset"]) == m["grid_point"],
             "engine": m["engine"],
             "epochs": m["epochs"],
             "best_epoch": m["best_epoch"],
             "train_seconds": m["train_seconds"],
-            "val_mse": m["validation"]["overall"]["mse"],
-            "test_mse": m["test"]["overall"]["mse"],
-            "test_r2": m["test"]["overall"]["r2"],
-            "test_snr_db": m["test"]["overall"]["snr_db"],
         }
+        if metric != "mse":  # a batch task: every frozen metric, and the trivial baseline's
+            for split in ("validation", "test"):
+                prefix = "val" if split == "validation" else "test"
+                for key, value in m[split]["overall"].items():
+                    row[f"{prefix}_{key}"] = value
+                for key, value in m.get("baseline", {}).get(split, {}).items():
+                    row[f"baseline_{prefix}_{key}"] = value
+            rows.append(row)
+            continue
+        row.update(
+            {
+                "phase_jitter": phase_jitter[m["dataset"]],
+                "val_mse": m["validation"]["overall"]["mse"],
+                "test_mse": m["test"]["overall"]["mse"],
+                "test_r2": m["test"]["overall"]["r2"],
+                "test_snr_db": m["test"]["overall"]["snr_db"],
+            }
+        )
         for key, value in m["test"].items():
             if key != "overall":
                 row[f"test_mse_{key}"] = value["mse"]
@@ -52,7 +70,11 @@ if "snakemake" in globals():
     sm = globals()["snakemake"]
     with scripting.rule_logging(sm.log[0]):
         main(
-            list(sm.input.metrics), list(sm.input.selections), sm.params.phase_jitter, sm.output[0]
+            list(sm.input.metrics),
+            list(sm.input.selections),
+            sm.params.phase_jitter,
+            sm.output[0],
+            sm.params.metric,
         )
 elif __name__ == "__main__":
     p = scripting.parser(__doc__)
@@ -65,6 +87,7 @@ elif __name__ == "__main__":
         for n in names
     ]
     selections = [f"{scripting.BEST.format(dataset=d)}/selection.json" for d in cfg["datasets"]]
-    jitter = {d: dataset_spec(cfg, d)["phase_jitter"] for d in cfg["datasets"]}
+    jitter = {d: dataset_spec(cfg, d).get("phase_jitter") for d in cfg["datasets"]}
+    metric = task_info(cfg["task"]).selection_metric
     with scripting.rule_logging(args.log, echo=True):
-        main(metrics, selections, jitter, "results/sweep/summary.csv")
+        main(metrics, selections, jitter, "results/sweep/summary.csv", metric)

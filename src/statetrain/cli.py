@@ -43,9 +43,10 @@ def train(args: argparse.Namespace) -> dict:
         point["epochs"] = 2
     training = training_config(cfg, point, args.dataset)
     spec = dataset_spec(cfg, args.dataset)
-    paths = user_paths(spec) or {
-        s: scripting.DATA.format(dataset=args.dataset, split=s)
-        for s in ("train", "validation", "test")
+    task = cfg["task"]
+    given = user_paths(spec) if task == "frequency" else {}
+    paths = given or {
+        s: scripting.data_path(cfg, args.dataset, s) for s in ("train", "validation", "test")
     }
     # Named like the workflow's run of that grid point; epochs is left out of the name because
     # raising it continues the same run.
@@ -53,14 +54,21 @@ def train(args: argparse.Namespace) -> dict:
     name = scripting.grid_point_name(named or {"seed": training["seed"]})
     root = "results/quick/{dataset}/{grid_point}" if args.quick else scripting.RUN
     out = args.out or root.format(dataset=args.dataset, grid_point=name)
+    labels = {"dataset": args.dataset, "grid_point": name}
     with scripting.rule_logging(args.log, echo=True):
+        if task != "frequency":
+            from .runner import train_batch_run
+
+            return train_batch_run(
+                task, training, paths, out, spec, labels=labels, logging_cfg=cfg["logging"]
+            )
         return train_run(
             training,
             paths,
             out,
             spec["frequencies"],
             min_stream_length=spec["min_stream_length"],
-            labels={"dataset": args.dataset, "grid_point": name},
+            labels=labels,
             progress=True,
             logging_cfg=cfg["logging"],
             data_spec=spec,

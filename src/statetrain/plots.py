@@ -32,6 +32,9 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
 
 def loss_curves(history: Mapping[str, list], path: str | Path, title: str = "") -> None:
     """Online training loss against frozen validation MSE, per epoch (log scale)."""
+    if "val_mse" not in history and "val_loss" in history:
+        _batch_curves(history, path, title)
+        return
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = history.get("epoch") or list(range(1, len(history["train_loss"]) + 1))
     ax.plot(epochs, history["train_loss"], "o-", label="online training loss (weights moving)")
@@ -57,20 +60,53 @@ def loss_curves(history: Mapping[str, list], path: str | Path, title: str = "") 
     _save(fig, path)
 
 
+def _batch_curves(history: Mapping[str, list], path: str | Path, title: str = "") -> None:
+    """A batch task: training vs frozen validation loss, and the validation metrics."""
+    epochs = history.get("epoch") or list(range(1, len(history["train_loss"]) + 1))
+    metrics = [
+        k
+        for k in sorted(history)
+        if k.startswith("val_")
+        and k != "val_loss"
+        and isinstance(history[k][0], float)
+        and k.removeprefix("val_") in ("auc", "auc_pr", "auc_roc", "f1", "recon", "kl")
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes[0].plot(epochs, history["train_loss"], "o-", ms=3, label="training loss (noisy inputs)")
+    axes[0].plot(epochs, history["val_loss"], "s-", ms=3, label="frozen validation loss")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("loss")
+    axes[0].legend(fontsize=8)
+    for key in metrics:
+        axes[1].plot(epochs, history[key], "o-", ms=3, label=key.removeprefix("val_"))
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("frozen validation metric")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "Training curves")
+    _save(fig, path)
+
+
 def sweep_curves(
-    histories: Mapping[str, Mapping[str, list]], path: str | Path, title: str = ""
+    histories: Mapping[str, Mapping[str, list]],
+    path: str | Path,
+    title: str = "",
+    monitor: str = "val_mse",
 ) -> None:
-    """Frozen validation MSE per epoch of every grid point, overlaid."""
+    """The monitored frozen validation metric per epoch of every grid point, overlaid."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, hist in histories.items():
-        values = hist.get("val_mse") or hist["train_loss"]
+        values = hist.get(monitor) or hist["train_loss"]
         ax.plot(range(1, len(values) + 1), values, "o-", ms=3, label=name)
-    ax.axhline(TARGET_VARIANCE, color="grey", ls=":", label="0.5 = learned nothing")
-    ax.set_yscale("log")
+    if monitor == "val_mse":
+        ax.axhline(TARGET_VARIANCE, color="grey", ls=":", label="0.5 = learned nothing")
+        ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("frozen validation MSE")
-    ax.set_title(title or "Sweep: validation MSE per grid point")
+    ax.set_ylabel(f"frozen validation {monitor.removeprefix('val_')}")
+    ax.set_title(title or f"Sweep: validation {monitor.removeprefix('val_')} per grid point")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     _save(fig, path)

@@ -25,6 +25,12 @@ BEST = "results/best/{dataset}"
 PLOTS = "results/plots/{dataset}"
 
 
+def data_path(cfg: dict[str, Any], dataset: str, split: str) -> str:
+    """Where the workflow keeps a prepared split (.npy for frequency, .npz for batch tasks)."""
+    ext = "npy" if cfg.get("task", "frequency") == "frequency" else "npz"
+    return DATA.format(dataset=dataset, split=split).removesuffix(".npy") + f".{ext}"
+
+
 @contextlib.contextmanager
 def rule_logging(log_path: str | Path | None, echo: bool = False) -> Iterator[logging.Logger]:
     """Send `logging` (and tqdm's stderr) to the rule's log file; log any failure there.

@@ -4,12 +4,18 @@ import re
 
 from statetrain import config as stconfig
 from statetrain.scripting import grid_point_name
+from statetrain.tasks import task_info
 
 # Validate against workflow/schemas/config.schema.yaml, fill the defaults, fail before any job.
 _validated = stconfig.validate_config(config)
 config.clear()
 config.update(_validated)
 
+SPLITS = stconfig.SPLITS
+TASK = task_info(
+    config["task"]
+)  # frequency | vae | classifier: see src/statetrain/tasks
+DATA_EXT = "npz" if TASK.batch else "npy"
 DATASETS = list(config["datasets"])
 SPECS = {name: stconfig.dataset_spec(config, name) for name in DATASETS}
 POINTS = stconfig.grid_points(config)
@@ -24,8 +30,11 @@ wildcard_constraints:
 
 
 def split_file(dataset, split):
-    """The user's file when the scenario names one, else the generated split."""
-    return SPECS[dataset].get(f"{split}_path") or f"results/data/{dataset}/{split}.npy"
+    """The user's file when a frequency scenario names one, else the prepared split (batch
+    tasks always prepare their splits: a user's file is split by generate_data)."""
+    if not TASK.batch and SPECS[dataset].get(f"{split}_path"):
+        return SPECS[dataset][f"{split}_path"]
+    return f"results/data/{dataset}/{split}.{DATA_EXT}"
 
 
 def split_input(wildcards):
@@ -75,14 +84,15 @@ def sweep_histories(wildcards):
 
 
 def final_outputs():
-    outputs = ["results/sweep/summary.csv", "results/plots/learnability.png"]
+    outputs = ["results/sweep/summary.csv"]
+    if not TASK.batch:
+        outputs.append("results/plots/learnability.png")
     for dataset in DATASETS:
         outputs += [
             f"results/best/{dataset}/best_model.pth",
             f"results/plots/{dataset}/sweep_loss_curves.png",
-            f"results/plots/{dataset}/graph1.png",
-            f"results/plots/{dataset}/graph2.png",
         ]
+        outputs += [f"results/plots/{dataset}/{name}" for name in TASK.figures]
         outputs += run_files(dataset, "loss_curves.png")
         if config["export"]["onnx"]:
             outputs += [

@@ -1,12 +1,13 @@
 rule generate_data:
     output:
-        "results/data/{dataset}/{split}.npy",
+        f"results/data/{{dataset}}/{{split}}.{DATA_EXT}",
     log:
         "results/logs/generate_data/{dataset}/{split}.log",
     conda:
         "../envs/statetrain.yaml"
     params:
         spec=lambda wildcards: SPECS[wildcards.dataset],
+        task=config["task"],
     script:
         "../../scripts/generate_data.py"
 
@@ -21,9 +22,13 @@ rule validate_dataset:
     conda:
         "../envs/statetrain.yaml"
     params:
-        min_stream_length=lambda wildcards: SPECS[wildcards.dataset][
-            "min_stream_length"
-        ],
-        n_frequencies=lambda wildcards: len(SPECS[wildcards.dataset]["frequencies"]),
+        min_stream_length=lambda wildcards: SPECS[wildcards.dataset].get(
+            "min_stream_length", 1
+        ),
+        n_frequencies=lambda wildcards: len(
+            SPECS[wildcards.dataset].get("frequencies", [])
+        ),
+        spec=lambda wildcards: SPECS[wildcards.dataset],
+        task=config["task"],
     script:
         "../../scripts/validate_dataset.py"

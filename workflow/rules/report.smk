@@ -18,6 +18,7 @@ rule plot_loss_curves:
     params:
         names=lambda wildcards: [run_labels(wildcards)["grid_point"]],
         title=lambda wildcards: f"{wildcards.dataset}, {run_labels(wildcards)['grid_point']}",
+        monitor="per-run",
     script:
         "../../scripts/plot_loss_curves.py"
 
@@ -39,54 +40,89 @@ rule plot_sweep_curves:
         "../envs/statetrain.yaml"
     params:
         names=POINT_NAMES,
-        title=lambda wildcards: f"Sweep on {wildcards.dataset}: frozen validation MSE",
+        title=lambda wildcards: f"Sweep on {wildcards.dataset}: frozen {TASK.monitor}",
+        monitor=TASK.monitor,
     script:
         "../../scripts/plot_loss_curves.py"
 
 
-rule plot_predictions:
-    input:
-        model="results/best/{dataset}/best_model.pth",
-        test=lambda wildcards: split_file(wildcards.dataset, "test"),
-    output:
-        graph1=report(
-            "results/plots/{dataset}/graph1.png",
-            caption="../report/graph1.rst",
-            category="Predictions",
-            subcategory="{dataset}",
-            labels={"figure": "Graph 1 (3 Hz)"},
-        ),
-        graph2=report(
-            "results/plots/{dataset}/graph2.png",
-            caption="../report/graph2.rst",
-            category="Predictions",
-            subcategory="{dataset}",
-            labels={"figure": "Graph 2 (all frequencies)"},
-        ),
-    log:
-        "results/logs/plot_predictions/{dataset}.log",
-    conda:
-        "../envs/statetrain.yaml"
-    params:
-        fs=lambda wildcards: SPECS[wildcards.dataset]["fs"],
-        title=lambda wildcards: f"dataset {wildcards.dataset}",
-    script:
-        "../../scripts/plot_predictions.py"
+# The frequency task's figures: the assignment's Graph 1 and 2 and the learnability map.
+if not TASK.batch:
+
+    rule plot_predictions:
+        input:
+            model="results/best/{dataset}/best_model.pth",
+            test=lambda wildcards: split_file(wildcards.dataset, "test"),
+        output:
+            graph1=report(
+                "results/plots/{dataset}/graph1.png",
+                caption="../report/graph1.rst",
+                category="Predictions",
+                subcategory="{dataset}",
+                labels={"figure": "Graph 1 (3 Hz)"},
+            ),
+            graph2=report(
+                "results/plots/{dataset}/graph2.png",
+                caption="../report/graph2.rst",
+                category="Predictions",
+                subcategory="{dataset}",
+                labels={"figure": "Graph 2 (all frequencies)"},
+            ),
+        log:
+            "results/logs/plot_predictions/{dataset}.log",
+        conda:
+            "../envs/statetrain.yaml"
+        params:
+            fs=lambda wildcards: SPECS[wildcards.dataset]["fs"],
+            title=lambda wildcards: f"dataset {wildcards.dataset}",
+        script:
+            "../../scripts/plot_predictions.py"
+
+    rule plot_learnability:
+        input:
+            "results/sweep/summary.csv",
+        output:
+            report(
+                "results/plots/learnability.png",
+                caption="../report/learnability.rst",
+                category="Sweep",
+                labels={"figure": "learnability"},
+            ),
+        log:
+            "results/logs/plot_learnability.log",
+        conda:
+            "../envs/statetrain.yaml"
+        script:
+            "../../scripts/plot_learnability.py"
 
 
-rule plot_learnability:
-    input:
-        "results/sweep/summary.csv",
-    output:
-        report(
-            "results/plots/learnability.png",
-            caption="../report/learnability.rst",
-            category="Sweep",
-            labels={"figure": "learnability"},
-        ),
-    log:
-        "results/logs/plot_learnability.log",
-    conda:
-        "../envs/statetrain.yaml"
-    script:
-        "../../scripts/plot_learnability.py"
+# A batch task's figures (task.figures: VAE losses and latent space; classifier ROC, PR and
+# confusion matrix), from the selected model on the test split.
+if TASK.batch:
+
+    rule plot_task:
+        input:
+            model="results/best/{dataset}/best_model.pth",
+            splits=lambda wildcards: [split_file(wildcards.dataset, s) for s in SPLITS],
+        output:
+            [
+                report(
+                    f"results/plots/{{dataset}}/{name}",
+                    caption="../report/task_figure.rst",
+                    category="Figures",
+                    subcategory="{dataset}",
+                    labels={"figure": name.removesuffix(".png")},
+                )
+                for name in TASK.figures
+            ],
+        log:
+            "results/logs/plot_task/{dataset}.log",
+        conda:
+            "../envs/statetrain.yaml"
+        params:
+            task=config["task"],
+            spec=lambda wildcards: SPECS[wildcards.dataset],
+            figures=TASK.figures,
+            title=lambda wildcards: f"{config['task']}, dataset {wildcards.dataset}",
+        script:
+            "../../scripts/plot_task.py"

@@ -11,6 +11,8 @@ rule select_checkpoint:
         "../envs/statetrain.yaml"
     params:
         names=POINT_NAMES,
+        metric=TASK.selection_metric,
+        mode=TASK.mode,
     script:
         "../../scripts/select_checkpoint.py"
 
@@ -31,6 +33,7 @@ rule summarize_sweep:
     conda:
         "../envs/statetrain.yaml"
     params:
-        phase_jitter={name: spec["phase_jitter"] for name, spec in SPECS.items()},
+        phase_jitter={name: spec.get("phase_jitter") for name, spec in SPECS.items()},
+        metric=TASK.selection_metric,
     script:
         "../../scripts/summarize_sweep.py"

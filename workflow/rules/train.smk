@@ -19,10 +19,11 @@ rule train:
         runtime=120,
     params:
         training=train_params,
-        frequencies=lambda wildcards: SPECS[wildcards.dataset]["frequencies"],
-        min_stream_length=lambda wildcards: SPECS[wildcards.dataset][
-            "min_stream_length"
-        ],
+        task=config["task"],
+        frequencies=lambda wildcards: SPECS[wildcards.dataset].get("frequencies"),
+        min_stream_length=lambda wildcards: SPECS[wildcards.dataset].get(
+            "min_stream_length", 1
+        ),
         labels=run_labels,
         logging=config["logging"],
         data=lambda wildcards: SPECS[wildcards.dataset],

@@ -180,13 +180,16 @@ def split_rows(
     a rare class present in every split (the classifier's positives at 5 %).
     """
     rng = np.random.default_rng(seed)
-    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == v) for v in
-                                                    np.unique(labels)]
+    groups = (
+        [np.arange(n)]
+        if labels is None
+        else [np.flatnonzero(labels == v) for v in np.unique(labels)]
+    )
     out: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     for idx in groups:
         idx = rng.permutation(idx)
-        n_val = int(round(len(idx) * fractions["validation"]))
-        n_test = int(round(len(idx) * fractions["test"]))
+        n_val = round(len(idx) * fractions["validation"])
+        n_test = round(len(idx) * fractions["test"])
         out["validation"].append(idx[:n_val])
         out["test"].append(idx[n_val : n_val + n_test])
         out["train"].append(idx[n_val + n_test :])
