@@ -90,7 +90,7 @@ elif __name__ == "__main__":
     args = p.parse_args()
     cfg = scripting.load(args)
     info = task_info(cfg["task"])
-    names = [scripting.grid_point_name(pt) for pt in grid_points(cfg)]
+    names = [scripting.grid_point_name(pt) for pt in grid_points(cfg, args.dataset)]
     runs = [scripting.RUN.format(dataset=args.dataset, grid_point=n) for n in names]
     best = scripting.BEST.format(dataset=args.dataset)
     with scripting.rule_logging(args.log, echo=True):

@@ -80,11 +80,10 @@ elif __name__ == "__main__":
     p = scripting.parser(__doc__)
     args = p.parse_args()
     cfg = scripting.load(args)
-    names = [scripting.grid_point_name(pt) for pt in grid_points(cfg)]
     metrics = [
-        f"{scripting.RUN.format(dataset=d, grid_point=n)}/metrics.json"
+        f"{scripting.RUN.format(dataset=d, grid_point=scripting.grid_point_name(pt))}/metrics.json"
         for d in cfg["datasets"]
-        for n in names
+        for pt in grid_points(cfg, d)
     ]
     selections = [f"{scripting.BEST.format(dataset=d)}/selection.json" for d in cfg["datasets"]]
     jitter = {d: dataset_spec(cfg, d).get("phase_jitter") for d in cfg["datasets"]}

@@ -281,21 +281,25 @@ def user_paths(spec: Mapping[str, Any]) -> dict[str, str]:
     return {s: spec[f"{s}_path"] for s in SPLITS if f"{s}_path" in spec}
 
 
-def grid_points(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+def grid_points(cfg: Mapping[str, Any], dataset: str | None = None) -> list[dict[str, Any]]:
     """Every combination of the grid's values, in a stable order.
 
-    An empty grid means one run at the `training` values; it is named by its seed so that the
-    run directory still says what it is.
+    An empty grid means one run at the `training` values; it is named by its seed (the
+    dataset's own `training.seed` when the scenario overrides it) so that the run directory
+    still says what it is.
     """
     grid = cfg.get("grid") or {}
     if grid:
         keys = list(grid)
         points = [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*grid.values())]
     else:
-        points = [{"seed": cfg["training"]["seed"]}]
+        scenario = (cfg["datasets"].get(dataset) or {}) if dataset else {}
+        seed = (scenario.get("training") or {}).get("seed", cfg["training"]["seed"])
+        points = [{"seed": seed}]
+    datasets = [dataset] if dataset else list(cfg["datasets"])
     for point in points:
-        for dataset in cfg["datasets"]:  # each point must give a valid training section
-            training_config(cfg, point, dataset)
+        for name in datasets:  # each point must give a valid training section
+            training_config(cfg, point, name)
     return points
 
 

@@ -20,7 +20,12 @@ DATASETS = list(config["datasets"])
 SPECS = {name: stconfig.dataset_spec(config, name) for name in DATASETS}
 POINTS = stconfig.grid_points(config)
 GRID = stconfig.paramspace(POINTS)
-POINT_NAMES = [grid_point_name(point) for point in POINTS]
+# Run names per dataset: the same grid everywhere, except that with an empty grid a scenario
+# may set its own training.seed (one run named seed~<its seed>).
+POINT_NAMES = {
+    name: [grid_point_name(p) for p in stconfig.grid_points(config, name)]
+    for name in DATASETS
+}
 
 
 wildcard_constraints:
@@ -69,7 +74,9 @@ def run_labels(wildcards):
 
 
 def run_files(dataset, filename):
-    return [f"results/runs/{dataset}/{name}/{filename}" for name in POINT_NAMES]
+    return [
+        f"results/runs/{dataset}/{name}/{filename}" for name in POINT_NAMES[dataset]
+    ]
 
 
 def select_inputs(wildcards):

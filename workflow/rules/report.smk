@@ -39,7 +39,7 @@ rule plot_sweep_curves:
     conda:
         "../envs/statetrain.yaml"
     params:
-        names=POINT_NAMES,
+        names=lambda wildcards: POINT_NAMES[wildcards.dataset],
         title=lambda wildcards: f"Sweep on {wildcards.dataset}: frozen {TASK.monitor}",
         monitor=TASK.monitor,
     script:

@@ -10,7 +10,7 @@ rule select_checkpoint:
     conda:
         "../envs/statetrain.yaml"
     params:
-        names=POINT_NAMES,
+        names=lambda wildcards: POINT_NAMES[wildcards.dataset],
         metric=TASK.selection_metric,
         mode=TASK.mode,
     script:
