@@ -37,6 +37,7 @@ localrules:
     generate_data,
     validate_dataset,
     select_checkpoint,
+    combine_experts,
     summarize_sweep,
     plot_loss_curves,
     plot_sweep_curves,

@@ -173,6 +173,10 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         cfg["datasets"][name] = cfg["datasets"][name] or {}
         dataset_spec(cfg, name)  # parse every scenario now: a bad one fails before any job
     grid_points(cfg)
+    for name in cfg["experts"]:
+        expert_spec(cfg, name)
+    if task != "frequency" and cfg["experts"]:
+        raise ConfigError("`experts` combines frequency-task datasets; remove it for task " + task)
     if task != "frequency" and cfg["export"]["onnx"]:
         raise ConfigError(
             f"export.onnx exports the frequency task's stateful LSTM; task '{task}' has no ONNX "
@@ -261,6 +265,44 @@ def dataset_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
             "(user data replaces all three generated splits)."
         )
     return spec
+
+
+def expert_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The data of an expert combination: its members' common data with every stream.
+
+    Each member must be a generated dataset keeping exactly one stream, the members must
+    cover distinct frequencies, and apart from `streams` their data must be identical (so
+    that the combined model is scored on the very splits its experts were scored on).
+    """
+    members = cfg["experts"][name]
+    if name in cfg["datasets"]:
+        raise ConfigError(f"experts '{name}' has the name of a dataset; rename one of them.")
+    unknown = [m for m in members if m not in cfg["datasets"]]
+    if unknown:
+        raise ConfigError(
+            f"experts '{name}': {unknown} are not datasets; known: {', '.join(cfg['datasets'])}."
+        )
+    specs = [dataset_spec(cfg, m) for m in members]
+    base = {k: v for k, v in specs[0].items() if k != "streams"}
+    for member, spec in zip(members, specs, strict=True):
+        streams = spec.get("streams") or []
+        if len(streams) != 1 or user_paths(spec):
+            raise ConfigError(
+                f"experts '{name}': member '{member}' must be a generated dataset with exactly "
+                f"one stream (e.g. streams: [1]); it has streams {streams or 'all'}."
+            )
+        if {k: v for k, v in spec.items() if k != "streams"} != base:
+            raise ConfigError(
+                f"experts '{name}': member '{member}' has other data settings than "
+                f"'{members[0]}'; experts must differ only in `streams`."
+            )
+    covered = [spec["streams"][0] for spec in specs]
+    if sorted(covered) != sorted(base["frequencies"]):
+        raise ConfigError(
+            f"experts '{name}': the members cover frequencies {covered}, but the data has "
+            f"{base['frequencies']}; give one member per frequency."
+        )
+    return base
 
 
 def _batch_spec(name: str, spec: dict[str, Any]) -> dict[str, Any]:

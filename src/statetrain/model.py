@@ -65,3 +65,47 @@ class FrequencyLSTM(nn.Module):
             f"num_layers={self.num_layers}) + Linear({self.hidden_size}, 1): "
             f"{self.count_parameters():,} trainable parameters"
         )
+
+
+class ExpertLSTM(nn.Module):
+    """One FrequencyLSTM per frequency; the one-hot C of each row picks whose output counts.
+
+    The per-frequency experts of config/experts.yaml are trained separately (one dataset each,
+    `data.streams: [f]`) and combined here into one model with the seed's inputs (S, C) and
+    output: y = Σ_k C_k · expert_k(S, C). Every expert carries its own state, so the combined
+    model is evaluated, plotted and deployed exactly like a single FrequencyLSTM.
+    """
+
+    def __init__(self, experts: list[FrequencyLSTM]) -> None:
+        super().__init__()
+        self.experts = nn.ModuleList(experts)
+        self.input_size = experts[0].input_size
+        if self.input_size != 1 + len(experts):
+            raise ValueError(
+                f"{len(experts)} experts need inputs (S, C_1..C_{len(experts)}), "
+                f"i.e. input_size {1 + len(experts)}, not {self.input_size}"
+            )
+
+    def forward(
+        self, x: torch.Tensor, state: tuple[State, ...] | None = None
+    ) -> tuple[torch.Tensor, tuple[State, ...]]:
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        states = state or (None,) * len(self.experts)
+        out = torch.zeros(x.shape[:2], dtype=x.dtype, device=x.device)
+        new_states = []
+        for k, (expert, s) in enumerate(zip(self.experts, states, strict=True)):
+            y, s = expert(x, s)
+            out = out + x[..., 1 + k] * y
+            new_states.append(s)
+        return out, tuple(new_states)
+
+    def count_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def get_model_summary(self) -> str:
+        sizes = ", ".join(str(e.hidden_size) for e in self.experts)
+        return (
+            f"ExpertLSTM({len(self.experts)} FrequencyLSTM experts, hidden {sizes}): "
+            f"{self.count_parameters():,} trainable parameters"
+        )

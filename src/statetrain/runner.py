@@ -484,9 +484,7 @@ def finish_loggers(
     plots.close(fig)
 
 
-def log_artifacts(
-    loggers: Sequence[Callback], out_dir: Path, extra: Sequence[Path] = ()
-) -> None:
+def log_artifacts(loggers: Sequence[Callback], out_dir: Path, extra: Sequence[Path] = ()) -> None:
     """The run's declared outputs (and `extra` files) as MLflow artifacts."""
     files = [out_dir / n for n in RUN_FILES] + list(extra)
     for logger in loggers:
@@ -494,11 +492,17 @@ def log_artifacts(
             logger.log_artifacts(files)
 
 
-def load_model(path: str | Path) -> tuple[FrequencyLSTM, dict[str, Any]]:
-    """A FrequencyLSTM with the weights of a statetrain checkpoint (data only, never code)."""
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a statetrain checkpoint (a FrequencyLSTM, or an ExpertLSTM of several),
+    rebuilt from its plain model_args (data only, never code)."""
+    from .model import ExpertLSTM
+
     ckpt = load_checkpoint_file(path)
     args = ckpt.get("model_args") or {}
-    model = FrequencyLSTM(**args)
+    if "experts" in args:
+        model: nn.Module = ExpertLSTM([FrequencyLSTM(**a) for a in args["experts"]])
+    else:
+        model = FrequencyLSTM(**args)
     try:
         model.load_state_dict(ckpt["model_state_dict"])
     except RuntimeError as exc:

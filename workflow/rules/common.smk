@@ -28,9 +28,16 @@ POINT_NAMES = {
 }
 
 
+# Expert combinations (frequency task): one ExpertLSTM from several one-stream datasets.
+EXPERTS = dict(config["experts"])
+SPECS.update({name: stconfig.expert_spec(config, name) for name in EXPERTS})
+DATASET_RE = "|".join(re.escape(name) for name in DATASETS)
+EXPERTS_RE = "|".join(re.escape(name) for name in EXPERTS) or "(?!x)x"
+
+
 wildcard_constraints:
     **{key: "[^/]+" for key in POINTS[0]},
-    dataset="|".join(re.escape(name) for name in DATASETS),
+    dataset="|".join(re.escape(name) for name in [*DATASETS, *EXPERTS]),
     split="train|validation|test",
 
 
@@ -94,6 +101,12 @@ def final_outputs():
     outputs = ["results/sweep/summary.csv"]
     if not TASK.batch:
         outputs.append("results/plots/learnability.png")
+    for name in EXPERTS:
+        outputs += [
+            f"results/best/{name}/best_model.pth",
+            f"results/plots/{name}/graph1.png",
+            f"results/plots/{name}/graph2.png",
+        ]
     for dataset in DATASETS:
         outputs += [
             f"results/best/{dataset}/best_model.pth",

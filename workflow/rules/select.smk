@@ -7,6 +7,8 @@ rule select_checkpoint:
         metrics="results/best/{dataset}/metrics.json",
     log:
         "results/logs/select_checkpoint/{dataset}.log",
+    wildcard_constraints:
+        dataset=DATASET_RE,
     conda:
         "../envs/statetrain.yaml"
     params:
@@ -17,10 +19,50 @@ rule select_checkpoint:
         "../../scripts/select_checkpoint.py"
 
 
+# Per-frequency experts, each selected on its own validation split, combined into one model
+# and scored on the full four-stream validation and test splits.
+rule combine_experts:
+    input:
+        models=lambda wildcards: expand(
+            "results/best/{m}/best_model.pth", m=EXPERTS[wildcards.dataset]
+        ),
+        metrics=lambda wildcards: expand(
+            "results/best/{m}/metrics.json", m=EXPERTS[wildcards.dataset]
+        ),
+        validation=lambda wildcards: split_file(wildcards.dataset, "validation"),
+        test=lambda wildcards: split_file(wildcards.dataset, "test"),
+        reports=lambda wildcards: expand(
+            "results/data/{dataset}/{split}.validation.json",
+            dataset=wildcards.dataset,
+            split=["validation", "test"],
+        ),
+    output:
+        model="results/best/{dataset}/best_model.pth",
+        selection="results/best/{dataset}/selection.json",
+        metrics="results/best/{dataset}/metrics.json",
+    log:
+        "results/logs/combine_experts/{dataset}.log",
+    wildcard_constraints:
+        dataset=EXPERTS_RE,
+    conda:
+        "../envs/statetrain.yaml"
+    params:
+        members=lambda wildcards: EXPERTS[wildcards.dataset],
+        member_streams=lambda wildcards: [
+            SPECS[m]["streams"][0] for m in EXPERTS[wildcards.dataset]
+        ],
+        frequencies=lambda wildcards: SPECS[wildcards.dataset]["frequencies"],
+    script:
+        "../../scripts/combine_experts.py"
+
+
 rule summarize_sweep:
     input:
-        metrics=[f for dataset in DATASETS for f in run_files(dataset, "metrics.json")],
-        selections=expand("results/best/{dataset}/selection.json", dataset=DATASETS),
+        metrics=[f for dataset in DATASETS for f in run_files(dataset, "metrics.json")]
+        + expand("results/best/{name}/metrics.json", name=EXPERTS),
+        selections=expand(
+            "results/best/{dataset}/selection.json", dataset=[*DATASETS, *EXPERTS]
+        ),
     output:
         report(
             "results/sweep/summary.csv",

@@ -1,0 +1,126 @@
+"""Rule combine_experts: per-frequency experts → one ExpertLSTM, scored on all four streams.
+
+Each member dataset trains one expert on one stream (`streams: [f]`) and selects its best grid
+point on its own frozen validation split; nothing here chooses anything. The combined model
+routes every row to the expert of its one-hot C and is scored frozen, with the state carried
+from each stream start, on the full validation and test splits (the same seeds, so each
+expert meets exactly the rows it was scored on). By hand:
+  python scripts/combine_experts.py --config config/experts.yaml --experts experts
+"""
+
+import logging
+
+from statetrain import scripting
+from statetrain.checkpoint import save_checkpoint_file
+from statetrain.config import dataset_spec, expert_spec
+from statetrain.io import read_json, write_json
+from statetrain.model import ExpertLSTM
+from statetrain.runner import load_model, load_split
+from statetrain.trainer import predict
+
+log = logging.getLogger("statetrain")
+
+
+def main(
+    name: str,
+    members: list[str],
+    member_streams: list[float],
+    frequencies: list[float],
+    model_paths: list[str],
+    metrics_paths: list[str],
+    split_paths: dict[str, str],
+    out_model: str,
+    out_metrics: str,
+    out_selection: str,
+) -> dict:
+    from statetrain.metrics import evaluate_streams
+
+    loaded = [load_model(p) for p in model_paths]
+    member_metrics = [read_json(p) for p in metrics_paths]
+    # Expert k is the one whose stream is frequency k (the k-th one-hot column).
+    order = [member_streams.index(f) for f in frequencies]
+    model = ExpertLSTM([loaded[i][0] for i in order])
+    scores = {}
+    for split, path in split_paths.items():
+        data = load_split(path)
+        pred = predict(model, data, "stream")
+        scores[split] = evaluate_streams(data.y, pred, data.starts, data.columns, frequencies)
+    payload = {
+        "epoch": None,
+        "model_state_dict": model.state_dict(),
+        "model_args": {"experts": [loaded[i][1]["model_args"] for i in order]},
+        "frequencies": list(frequencies),
+        "state_reset": "stream",
+        "members": [members[i] for i in order],
+    }
+    save_checkpoint_file(payload, out_model)
+    metrics = {
+        "dataset": name,
+        "grid_point": "experts",
+        "members": [members[i] for i in order],
+        "engine": "torch",
+        "epochs": max(m["epochs"] for m in member_metrics),
+        "best_epoch": None,
+        "train_seconds": sum(m["train_seconds"] for m in member_metrics),
+        "member_selection": {
+            members[i]: member_metrics[i]["selected"] for i in order
+        },
+        **scores,
+    }
+    write_json(metrics, out_metrics)
+    write_json(
+        {
+            "dataset": name,
+            "criterion": "each expert selected on its own frozen validation split",
+            "selected": "experts",
+            "members": metrics["member_selection"],
+        },
+        out_selection,
+    )
+    log.info(
+        "%s: %d experts, validation MSE %.6f, test MSE %.6f (%s)",
+        name,
+        len(order),
+        scores["validation"]["overall"]["mse"],
+        scores["test"]["overall"]["mse"],
+        ", ".join(f"{k} {v['mse']:.5f}" for k, v in scores["test"].items() if k != "overall"),
+    )
+    return metrics
+
+
+if "snakemake" in globals():
+    sm = globals()["snakemake"]
+    with scripting.rule_logging(sm.log[0]):
+        main(
+            sm.wildcards.dataset,
+            sm.params.members,
+            sm.params.member_streams,
+            sm.params.frequencies,
+            list(sm.input.models),
+            list(sm.input.metrics),
+            {"validation": sm.input.validation, "test": sm.input.test},
+            sm.output.model,
+            sm.output.metrics,
+            sm.output.selection,
+        )
+elif __name__ == "__main__":
+    p = scripting.parser(__doc__)
+    p.add_argument("--experts", required=True, help="a name under `experts:` in the config")
+    args = p.parse_args()
+    cfg = scripting.load(args)
+    members = cfg["experts"][args.experts]
+    spec = expert_spec(cfg, args.experts)
+    best = scripting.BEST.format(dataset=args.experts)
+    with scripting.rule_logging(args.log, echo=True):
+        main(
+            args.experts,
+            members,
+            [dataset_spec(cfg, m)["streams"][0] for m in members],
+            spec["frequencies"],
+            [f"{scripting.BEST.format(dataset=m)}/best_model.pth" for m in members],
+            [f"{scripting.BEST.format(dataset=m)}/metrics.json" for m in members],
+            {s: scripting.data_path(cfg, args.experts, s) for s in ("validation", "test")},
+            f"{best}/best_model.pth",
+            f"{best}/metrics.json",
+            f"{best}/selection.json",
+        )

@@ -1,0 +1,76 @@
+"""Per-frequency experts combined into one ExpertLSTM, through the workflow."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from statetrain.config import ConfigError, validate_config
+
+from .conftest import snakemake
+
+EXPERTS = {
+    "data": {"duration_s": 0.5, "phase_jitter": "pi/8"},
+    "datasets": {
+        "f1": {"streams": [1]},
+        "f3": {"streams": [3]},
+        "f5": {"streams": [5]},
+        "f7": {"streams": [7], "training": {"seed": 3}},
+    },
+    "training": {
+        "mode": "window",
+        "state_reset": "stream",
+        "hidden_size": 8,
+        "forget_bias": 2.0,
+        "lr": 0.003,
+        "epochs": 2,
+        "window": {"draws": 2, "iterations": 3},
+    },
+    "experts": {"ens": ["f1", "f3", "f5", "f7"]},
+}
+
+
+@pytest.mark.parametrize(
+    ("experts", "datasets", "needle"),
+    [
+        ({"ens": ["f1", "nope"]}, {}, "not datasets"),
+        ({"ens": ["f1", "all"]}, {"all": {}}, "exactly one stream"),
+        ({"ens": ["f1", "f3"]}, {}, "one member per frequency"),
+        ({"f1": ["f1", "f3", "f5", "f7"]}, {}, "name of a dataset"),
+        ({"ens": ["f1", "f3", "f5", "f7"]}, {"f7": {"streams": [7], "fs": 500}}, "differ only"),
+    ],
+)
+def test_bad_expert_combinations_are_refused(experts, datasets, needle):
+    cfg = {**EXPERTS, "datasets": {**EXPERTS["datasets"], **datasets}, "experts": experts}
+    with pytest.raises(ConfigError, match=needle):
+        validate_config(cfg)
+
+
+@pytest.mark.workflow
+def test_experts_combine_into_one_model_scored_on_all_streams(tmp_path):
+    path = tmp_path / "experts.yaml"
+    path.write_text(yaml.safe_dump(EXPERTS))
+    # Only what this test reads (the per-run figures are the quick workflow test's business).
+    targets = [
+        "results/sweep/summary.csv",
+        "results/plots/ens/graph1.png",
+        "results/plots/ens/graph2.png",
+    ]
+    snakemake(tmp_path, "--configfile", str(path), *targets)
+    res = tmp_path / "results"
+    combined = json.loads((res / "best/ens/metrics.json").read_text())
+    assert combined["members"] == ["f1", "f3", "f5", "f7"]
+    # f7's own training.seed names its run (an empty grid is named by the seed).
+    assert (res / "runs/f7/seed~3/best_model.pth").is_file()
+    # Each expert meets on the four-stream test split exactly the rows of its own test split.
+    for f in (1, 3, 5, 7):
+        own = json.loads((res / f"best/f{f}/metrics.json").read_text())["test"]["overall"]["mse"]
+        assert combined["test"][f"{f}hz"]["mse"] == pytest.approx(own, rel=1e-5)
+    per_stream = [combined["test"][f"{f}hz"]["mse"] for f in (1, 3, 5, 7)]
+    assert combined["test"]["overall"]["mse"] == pytest.approx(sum(per_stream) / 4, rel=1e-5)
+    summary = pd.read_csv(res / "sweep/summary.csv")
+    row = summary[summary["dataset"] == "ens"].iloc[0]
+    assert row["selected"] and row["grid_point"] == "experts"
+    for name in ("graph1.png", "graph2.png"):
+        assert (res / "plots/ens" / name).stat().st_size > 10_000
