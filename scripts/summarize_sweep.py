@@ -50,6 +50,8 @@ def main(
         row.update(
             {
                 "phase_jitter": phase_jitter[m["dataset"]],
+                # an expert's dataset keeps some streams: its scores cover those only
+                "streams": "+".join(k for k in m["test"] if k != "overall"),
                 "val_mse": m["validation"]["overall"]["mse"],
                 "test_mse": m["test"]["overall"]["mse"],
                 "test_r2": m["test"]["overall"]["r2"],

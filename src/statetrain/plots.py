@@ -227,6 +227,9 @@ def learnability(summary: pd.DataFrame, path: str | Path) -> None:
     """Test MSE against phase jitter: one line per grid point, the selected model marked."""
     fig, ax = plt.subplots(figsize=(7, 4))
     df = summary.sort_values("phase_jitter")
+    if "streams" in df:  # experts' one-stream datasets are scored through their combination
+        n_streams = df["streams"].fillna("").str.count("hz")
+        df = df[n_streams == n_streams.max()]
     for name, group in df.groupby("grid_point", sort=True):
         ax.plot(group["phase_jitter"], group["test_mse"], "o-", ms=4, alpha=0.8, label=name)
     best = df[df["selected"]]
