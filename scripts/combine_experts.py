@@ -62,9 +62,7 @@ def main(
         "epochs": max(m["epochs"] for m in member_metrics),
         "best_epoch": None,
         "train_seconds": sum(m["train_seconds"] for m in member_metrics),
-        "member_selection": {
-            members[i]: member_metrics[i]["selected"] for i in order
-        },
+        "member_selection": {members[i]: member_metrics[i]["selected"] for i in order},
         **scores,
     }
     write_json(metrics, out_metrics)
