@@ -37,8 +37,22 @@ def main(
 
     loaded = [load_model(p) for p in model_paths]
     member_metrics = [read_json(p) for p in metrics_paths]
-    # Expert k is the one whose stream is frequency k (the k-th one-hot column).
-    order = [member_streams.index(f) for f in frequencies]
+    # Expert k serves frequency k (the k-th one-hot column). Where several members train an
+    # expert for the same frequency (e.g. two recipes for 1 Hz), the lowest frozen validation
+    # MSE on their own split wins; the test split plays no part.
+    order = []
+    for f in frequencies:
+        candidates = [i for i, s in enumerate(member_streams) if s == f]
+        val = [member_metrics[i]["validation"]["overall"]["mse"] for i in candidates]
+        order.append(candidates[val.index(min(val))])
+        if len(candidates) > 1:
+            log.info(
+                "%g Hz: %s chosen among %s (validation MSE %s)",
+                f,
+                members[order[-1]],
+                [members[i] for i in candidates],
+                ", ".join(f"{v:.6f}" for v in val),
+            )
     model = ExpertLSTM([loaded[i][0] for i in order])
     scores = {}
     for split, path in split_paths.items():
@@ -63,13 +77,17 @@ def main(
         "best_epoch": None,
         "train_seconds": sum(m["train_seconds"] for m in member_metrics),
         "member_selection": {members[i]: member_metrics[i]["selected"] for i in order},
+        "candidates": {
+            m: member_metrics[i]["validation"]["overall"]["mse"] for i, m in enumerate(members)
+        },
         **scores,
     }
     write_json(metrics, out_metrics)
     write_json(
         {
             "dataset": name,
-            "criterion": "each expert selected on its own frozen validation split",
+            "criterion": "each expert selected on its own frozen validation split; several "
+            "members of one frequency: the lowest validation MSE",
             "selected": "experts",
             "members": metrics["member_selection"],
         },

@@ -14,6 +14,7 @@ EXPERTS = {
     "data": {"frequencies": [1, 3], "duration_s": 0.5, "phase_jitter": "pi/8"},
     "datasets": {
         "f1": {"streams": [1]},
+        "f1b": {"streams": [1], "training": {"seed": 5}},  # a rival 1 Hz expert
         "f3": {"streams": [3], "training": {"seed": 3}},
     },
     "training": {
@@ -25,7 +26,7 @@ EXPERTS = {
         "epochs": 2,
         "window": {"draws": 2, "iterations": 3},
     },
-    "experts": {"ens": ["f1", "f3"]},
+    "experts": {"ens": ["f1", "f1b", "f3"]},
 }
 
 
@@ -34,7 +35,7 @@ EXPERTS = {
     [
         ({"ens": ["f1", "nope"]}, {}, "not datasets"),
         ({"ens": ["f1", "all"]}, {"all": {}}, "exactly one stream"),
-        ({"ens": ["f1", "f1b"]}, {"f1b": {"streams": [1]}}, "one member per frequency"),
+        ({"ens": ["f1", "f1b"]}, {"f1b": {"streams": [1]}}, "at least one member per frequency"),
         ({"f1": ["f1", "f3"]}, {}, "name of a dataset"),
         ({"ens": ["f1", "f3"]}, {"f3": {"streams": [3], "fs": 500}}, "differ only"),
     ],
@@ -58,12 +59,17 @@ def test_experts_combine_into_one_model_scored_on_all_streams(tmp_path):
     snakemake(tmp_path, *targets, "--configfile", str(path))
     res = tmp_path / "results"
     combined = json.loads((res / "best/ens/metrics.json").read_text())
-    assert combined["members"] == ["f1", "f3"]
+    # Of the two 1 Hz experts, the one with the lower validation MSE on its own split serves.
+    val = {m: combined["candidates"][m] for m in ("f1", "f1b")}
+    chosen_1hz = min(val, key=val.get)
+    assert combined["members"] == [chosen_1hz, "f3"]
     # f3's own training.seed names its run (an empty grid is named by the seed).
     assert (res / "runs/f3/seed~3/best_model.pth").is_file()
     # Each expert meets on the full test split exactly the rows of its own test split.
-    for f in (1, 3):
-        own = json.loads((res / f"best/f{f}/metrics.json").read_text())["test"]["overall"]["mse"]
+    for f, member in ((1, chosen_1hz), (3, "f3")):
+        own = json.loads((res / f"best/{member}/metrics.json").read_text())["test"]["overall"][
+            "mse"
+        ]
         assert combined["test"][f"{f}hz"]["mse"] == pytest.approx(own, rel=1e-5)
     per_stream = [combined["test"][f"{f}hz"]["mse"] for f in (1, 3)]
     assert combined["test"]["overall"]["mse"] == pytest.approx(sum(per_stream) / 2, rel=1e-5)

@@ -271,8 +271,9 @@ def expert_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The data of an expert combination: its members' common data with every stream.
 
     Each member must be a generated dataset keeping exactly one stream, the members must
-    cover distinct frequencies, and apart from `streams` their data must be identical (so
-    that the combined model is scored on the very splits its experts were scored on).
+    cover every frequency (several members of one frequency compete on their own frozen
+    validation), and apart from `streams` their data must be identical (so that the combined
+    model is scored on the very splits its experts were scored on).
     """
     members = cfg["experts"][name]
     if name in cfg["datasets"]:
@@ -296,11 +297,11 @@ def expert_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
                 f"experts '{name}': member '{member}' has other data settings than "
                 f"'{members[0]}'; experts must differ only in `streams`."
             )
-    covered = [spec["streams"][0] for spec in specs]
-    if sorted(covered) != sorted(base["frequencies"]):
+    covered = {spec["streams"][0] for spec in specs}
+    if covered != set(base["frequencies"]):
         raise ConfigError(
-            f"experts '{name}': the members cover frequencies {covered}, but the data has "
-            f"{base['frequencies']}; give one member per frequency."
+            f"experts '{name}': the members cover frequencies {sorted(covered)}, but the data "
+            f"has {base['frequencies']}; give at least one member per frequency."
         )
     return base
 
