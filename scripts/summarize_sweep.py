@@ -15,6 +15,17 @@ from statetrain.tasks import task_info
 log = logging.getLogger("statetrain")
 
 
+def technique(m: dict) -> str:
+    """How a run was trained, in words: the learnability table's row label."""
+    if m["grid_point"] == "experts":
+        return "window training, one expert per frequency"
+    training = m["training"]
+    if training.get("mode") == "window":
+        return "window training, one shared model"
+    steps = training.get("tbptt_steps", 1)
+    return "seed's online loop" + (f", TBPTT {steps}" if steps > 1 else "")
+
+
 def main(
     metrics_paths: list[str],
     selection_paths: list[str],
@@ -49,6 +60,7 @@ def main(
             continue
         row.update(
             {
+                "technique": technique(m),
                 "phase_jitter": phase_jitter[m["dataset"]],
                 # an expert's dataset keeps some streams: its scores cover those only
                 "streams": "+".join(k for k in m["test"] if k != "overall"),

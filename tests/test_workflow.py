@@ -52,6 +52,13 @@ def test_quick_workflow_produces_every_declared_output(quick_run):
     for _, group in summary.groupby("dataset"):
         assert group.loc[group["selected"], "val_mse"].iloc[0] == group["val_mse"].min()
     assert (res / "plots" / "learnability.png").read_bytes().startswith(PNG)
+    # The learnability table: one row per technique, one column per phase jitter, holding the
+    # test MSE of each dataset's selected run.
+    table = (res / "sweep" / "learnability.md").read_text().splitlines()
+    row = next(line for line in table if line.startswith("| seed's online loop"))
+    selected = summary[summary["selected"]].sort_values("phase_jitter", ascending=False)
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    assert cells == [f"{v:.4g}" for v in selected["test_mse"]]
     # Everything is up to date: a second invocation has nothing to do.
     dry = snakemake(quick_run, "--configfile", str(QUICK), "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr

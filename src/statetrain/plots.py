@@ -252,4 +252,35 @@ def learnability(summary: pd.DataFrame, path: str | Path) -> None:
     _save(fig, path)
 
 
-__all__ = ["frequency_label", "graph1", "graph2", "learnability", "loss_curves", "sweep_curves"]
+def learnability_table(summary: pd.DataFrame) -> str:
+    """Markdown: frozen test MSE of the selected model, per technique (rows) and phase
+    jitter (columns); one-stream expert datasets are left out (their combination counts)."""
+    df = summary[summary["selected"]].copy()
+    if "streams" in df:
+        n_streams = df["streams"].fillna("").str.count("hz")
+        df = df[n_streams == n_streams.max()]
+    if "technique" not in df:
+        df["technique"] = "seed's online loop"
+    jitters = sorted(df["phase_jitter"].unique(), reverse=True)
+    lines = [
+        "| technique | " + " | ".join(f"w = {_angle_label(w)}" for w in jitters) + " |",
+        "|---|" + "---|" * len(jitters),
+    ]
+    for name, group in df.groupby("technique", sort=True):
+        cells = []
+        for w in jitters:
+            hit = group[group["phase_jitter"] == w]["test_mse"]
+            cells.append(f"{hit.min():.4g}" if len(hit) else "—")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "frequency_label",
+    "graph1",
+    "graph2",
+    "learnability",
+    "learnability_table",
+    "loss_curves",
+    "sweep_curves",
+]

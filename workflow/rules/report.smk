@@ -82,12 +82,13 @@ if not TASK.batch:
         input:
             "results/sweep/summary.csv",
         output:
-            report(
+            figure=report(
                 "results/plots/learnability.png",
                 caption="../report/learnability.rst",
                 category="Sweep",
                 labels={"figure": "learnability"},
             ),
+            table="results/sweep/learnability.md",
         log:
             "results/logs/plot_learnability.log",
         conda:
