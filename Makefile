@@ -60,8 +60,11 @@ clean:
 figures:
 	mkdir -p docs/figures
 	cp results/plots/learnability.png docs/figures/learnability.png
+	cp results/sweep/learnability.md docs/figures/learnability.md
 	cp results/plots/w0/graph1.png docs/figures/graph1_w0.png
 	cp results/plots/spec/graph2.png docs/figures/graph2_spec.png
-	cp results/plots/w0/graph2.png docs/figures/graph2_w0.png
-	cp "results/runs/spec/hidden_size~64/lr~0.001/loss_curves.png" docs/figures/loss_curves_spec.png
+	cp results/plots/experts/graph1.png docs/figures/graph1_experts.png
+	cp results/plots/experts/graph2.png docs/figures/graph2_experts.png
+	cp "results/runs/spec/seed~42/loss_curves.png" docs/figures/loss_curves_spec.png
+	cp "results/runs/f5/seed~7/loss_curves.png" docs/figures/loss_curves_f5.png
 	cp results/sweep/summary.csv docs/figures/summary.csv

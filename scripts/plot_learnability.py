@@ -25,6 +25,7 @@ elif __name__ == "__main__":
     p = scripting.parser(__doc__)
     p.add_argument("--summary", default="results/sweep/summary.csv")
     p.add_argument("--out", default="results/plots/learnability.png")
+    p.add_argument("--table", default="results/sweep/learnability.md")
     args = p.parse_args()
     with scripting.rule_logging(args.log, echo=True):
-        main(args.summary, args.out, args.out.removesuffix(".png") + ".md")
+        main(args.summary, args.out, args.table)

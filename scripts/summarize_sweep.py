@@ -8,7 +8,7 @@ import logging
 import pandas as pd
 
 from statetrain import scripting
-from statetrain.config import dataset_spec, grid_points
+from statetrain.config import dataset_spec, expert_spec, grid_points
 from statetrain.io import read_json, write_text
 from statetrain.tasks import task_info
 
@@ -21,6 +21,8 @@ def technique(m: dict) -> str:
         return "window training, one expert per frequency"
     training = m["training"]
     if training.get("mode") == "window":
+        if len(m["test"]) == 2:  # overall + one frequency: an expert's own dataset
+            return "window training, one-frequency expert"
         return "window training, one shared model"
     steps = training.get("tbptt_steps", 1)
     return "seed's online loop" + (f", TBPTT {steps}" if steps > 1 else "")
@@ -99,8 +101,11 @@ elif __name__ == "__main__":
         for d in cfg["datasets"]
         for pt in grid_points(cfg, d)
     ]
-    selections = [f"{scripting.BEST.format(dataset=d)}/selection.json" for d in cfg["datasets"]]
+    metrics += [f"{scripting.BEST.format(dataset=e)}/metrics.json" for e in cfg["experts"]]
+    named = [*cfg["datasets"], *cfg["experts"]]
+    selections = [f"{scripting.BEST.format(dataset=d)}/selection.json" for d in named]
     jitter = {d: dataset_spec(cfg, d).get("phase_jitter") for d in cfg["datasets"]}
+    jitter.update({e: expert_spec(cfg, e)["phase_jitter"] for e in cfg["experts"]})
     metric = task_info(cfg["task"]).selection_metric
     with scripting.rule_logging(args.log, echo=True):
         main(metrics, selections, jitter, "results/sweep/summary.csv", metric)

@@ -230,8 +230,13 @@ def learnability(summary: pd.DataFrame, path: str | Path) -> None:
     if "streams" in df:  # experts' one-stream datasets are scored through their combination
         n_streams = df["streams"].fillna("").str.count("hz")
         df = df[n_streams == n_streams.max()]
-    for name, group in df.groupby("grid_point", sort=True):
-        ax.plot(group["phase_jitter"], group["test_mse"], "o-", ms=4, alpha=0.8, label=name)
+    # One line per technique and grid point (a technique alone when there is no grid).
+    key = ["technique", "grid_point"] if "technique" in df else ["grid_point"]
+    if "technique" in df and df.groupby("technique")["grid_point"].nunique().max() == 1:
+        key = ["technique"]
+    for name, group in df.groupby(key, sort=True):
+        label = ", ".join(map(str, name)) if isinstance(name, tuple) else str(name)
+        ax.plot(group["phase_jitter"], group["test_mse"], "o-", ms=4, alpha=0.8, label=label)
     best = df[df["selected"]]
     ax.plot(
         best["phase_jitter"],
