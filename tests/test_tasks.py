@@ -125,7 +125,12 @@ def test_vae_workflow_selects_on_validation_and_plots(tmp_path):
         "grid": {"beta": [0.5, 1.0]},
         "logging": {"tensorboard": True},
     }
-    snakemake(tmp_path, "--configfile", str(write_config(tmp_path, cfg)))
+    targets = [
+        "results/sweep/summary.csv",
+        *(f"results/plots/birds/{n}" for n in ("vae_losses.png", "latent_space.png")),
+        "results/plots/birds/sweep_loss_curves.png",
+    ]
+    snakemake(tmp_path, *targets, "--configfile", str(write_config(tmp_path, cfg)))
     res = tmp_path / "results"
     selection = json.loads((res / "best/birds/selection.json").read_text())
     scores = {c["grid_point"]: c["val_loss"] for c in selection["candidates"]}
