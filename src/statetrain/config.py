@@ -150,13 +150,12 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     if isinstance(training, dict):
         for key, value in info.training_defaults.items():
             training.setdefault(key, copy.deepcopy(value))
+        # null monitor = the task's; a monitor you name is minimised unless you say otherwise
+        default_mode = "min"
         if training.get("monitor") is None:
-            training["monitor"] = info.monitor
-            training.setdefault("monitor_mode", None)
-            if training["monitor_mode"] is None:
-                training["monitor_mode"] = info.mode
-        elif training.get("monitor_mode") is None:
-            training["monitor_mode"] = "min"
+            training["monitor"], default_mode = info.monitor, info.mode
+        if training.get("monitor_mode") is None:
+            training["monitor_mode"] = default_mode
     _fill_defaults(sch, cfg)
     validator = jsonschema.Draft202012Validator(sch)
     errors = sorted(
@@ -173,10 +172,10 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         cfg["datasets"][name] = cfg["datasets"][name] or {}
         dataset_spec(cfg, name)  # parse every scenario now: a bad one fails before any job
     grid_points(cfg)
+    if task != "frequency" and cfg["experts"]:
+        raise ConfigError(f"`experts` combines frequency-task datasets; remove it for task {task}.")
     for name in cfg["experts"]:
         expert_spec(cfg, name)
-    if task != "frequency" and cfg["experts"]:
-        raise ConfigError("`experts` combines frequency-task datasets; remove it for task " + task)
     if task != "frequency" and cfg["export"]["onnx"]:
         raise ConfigError(
             f"export.onnx exports the frequency task's stateful LSTM; task '{task}' has no ONNX "
