@@ -23,7 +23,8 @@ from .metrics import frequency_label
 TARGET_VARIANCE = 0.5  # variance of a unit sine: the MSE of a model that learned nothing
 
 
-def _save(fig: plt.Figure, path: str | Path) -> None:
+def save_figure(fig: plt.Figure, path: str | Path) -> None:
+    """Write a figure (parent folders made) and free it: every task's figures go through here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -57,7 +58,7 @@ def loss_curves(history: Mapping[str, list], path: str | Path, title: str = "") 
     ax.set_title(title or "Loss curves")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _batch_curves(history: Mapping[str, list], path: str | Path, title: str = "") -> None:
@@ -86,7 +87,7 @@ def _batch_curves(history: Mapping[str, list], path: str | Path, title: str = ""
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.suptitle(title or "Training curves")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def sweep_curves(
@@ -109,7 +110,7 @@ def sweep_curves(
     ax.set_title(title or f"Sweep: validation {monitor.removeprefix('val_')} per grid point")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _stream(array: np.ndarray, pred: np.ndarray, starts: np.ndarray, index: int):
@@ -160,7 +161,7 @@ def graph1(
     _panel(ax, rows, p, fs, frequencies[columns[i]], window_s)
     ax.set_title(title or f"Graph 1: extracting {frequencies[columns[i]]:g} Hz (test set)")
     ax.legend(fontsize=7, loc="upper right")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def prediction_figure(
@@ -203,7 +204,9 @@ def graph2(
     title: str = "",
 ) -> None:
     """The assignment's Graph 2: one panel per frequency."""
-    _save(prediction_figure(array, pred, starts, columns, frequencies, fs, window_s, title), path)
+    save_figure(
+        prediction_figure(array, pred, starts, columns, frequencies, fs, window_s, title), path
+    )
 
 
 def close(fig: plt.Figure) -> None:
@@ -254,7 +257,7 @@ def learnability(summary: pd.DataFrame, path: str | Path) -> None:
     ax.set_title("Learnability: test MSE against phase noise")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def learnability_table(summary: pd.DataFrame) -> str:
@@ -287,5 +290,6 @@ __all__ = [
     "learnability",
     "learnability_table",
     "loss_curves",
+    "save_figure",
     "sweep_curves",
 ]

@@ -40,6 +40,7 @@ from sklearn.metrics import (
 )
 from torch import nn
 
+from ..plots import save_figure
 from ..validation import DatasetError, load_array
 from .base import Arrays, BatchTask, grad_norm, split_rows
 
@@ -629,7 +630,7 @@ class ClassifierTask(BatchTask):
             title=f"ROC, test split{suffix}",
         )
         ax.legend(loc="lower right")
-        _save(fig, out["roc_curve.png"])
+        save_figure(fig, out["roc_curve.png"])
 
         fig, ax = plt.subplots(figsize=(5, 5))
         if both:
@@ -647,7 +648,7 @@ class ClassifierTask(BatchTask):
             title=f"precision-recall, test split{suffix}",
         )
         ax.legend(loc="lower left")
-        _save(fig, out["pr_curve.png"])
+        save_figure(fig, out["pr_curve.png"])
 
         pred = (prob >= self.threshold).astype(int)
         cm = confusion_matrix(y.astype(int), pred, labels=[0, 1])
@@ -673,7 +674,7 @@ class ClassifierTask(BatchTask):
             ylabel="true",
             title=f"test split, threshold {self.threshold:g}{suffix}",
         )
-        _save(fig, out["confusion_matrix.png"])
+        save_figure(fig, out["confusion_matrix.png"])
 
 
 # ============================================================================ helpers
@@ -704,10 +705,3 @@ def binary_metrics(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> d
         "positive_rate": float(y.mean()),
         "threshold": float(threshold),
     }
-
-
-def _save(fig: plt.Figure, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)

@@ -241,8 +241,7 @@ def check_matrix(
     values = matrix.astype(np.float64)
     finite = np.isfinite(values)
     if not finite.all():
-        row = int(np.flatnonzero(~finite.all(axis=1))[0])
-        col = int(np.flatnonzero(~finite[row])[0])
+        row, col = _first_bad_cell(finite)
         raise DatasetError(
             path,
             "finite",
@@ -253,8 +252,7 @@ def check_matrix(
         )
     binary = (values == 0) | (values == 1)
     if not binary.all():
-        row = int(np.flatnonzero(~binary.all(axis=1))[0])
-        col = int(np.flatnonzero(~binary[row])[0])
+        row, col = _first_bad_cell(binary)
         raise DatasetError(
             path,
             "binary",
@@ -292,14 +290,19 @@ def check_matrix(
     return values.astype(np.float32)
 
 
+def _first_bad_cell(ok: np.ndarray) -> tuple[int, int]:
+    """(row, column) of the first False of a 2-D mask, for the error message."""
+    row = int(np.flatnonzero(~ok.all(axis=1))[0])
+    return row, int(np.flatnonzero(~ok[row])[0])
+
+
 def check_matrix_rows(x: np.ndarray, path: str | Path) -> np.ndarray:
     """Per-split content checks: finite, binary, no empty site (species columns may be empty,
     a rare species can miss a small split)."""
     values = np.asarray(x, dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.all():
-        row = int(np.flatnonzero(~finite.all(axis=1))[0])
-        col = int(np.flatnonzero(~finite[row])[0])
+        row, col = _first_bad_cell(finite)
         raise DatasetError(
             path,
             "finite",
@@ -308,8 +311,7 @@ def check_matrix_rows(x: np.ndarray, path: str | Path) -> np.ndarray:
         )
     binary = (values == 0) | (values == 1)
     if not binary.all():
-        row = int(np.flatnonzero(~binary.all(axis=1))[0])
-        col = int(np.flatnonzero(~binary[row])[0])
+        row, col = _first_bad_cell(binary)
         raise DatasetError(
             path,
             "binary",
@@ -725,11 +727,7 @@ class VAETask(BatchTask):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        def save(fig: Any, path: str | Path) -> None:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=110, bbox_inches="tight")
-            plt.close(fig)
+        from ..plots import save_figure as save
 
         if "vae_losses.png" in out:
             fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
