@@ -15,8 +15,11 @@ help:
 	@echo "make lint   - ruff, snakefmt --check, snakemake --lint"
 
 $(STAMP):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "statetrain needs Python >= 3.11, but '$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo missing): install Python 3.11+ (python.org, apt install python3.11-venv, brew install python@3.12 or uv python install 3.12) and run make PYTHON=python3.11 ..." >&2; \
+	  exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install --upgrade pip "setuptools>=77"
 	$(BIN)/python -m pip install -r requirements.txt -c constraints.txt
 	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*

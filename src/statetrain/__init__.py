@@ -7,6 +7,8 @@ and that should not pay for importing torch.
 from importlib import import_module
 from typing import Any
 
+# The one place the version is written: pyproject.toml reads it (setuptools `attr:`, a static
+# read that imports nothing) and `statetrain --version` prints it.
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -20,7 +22,7 @@ _EXPORTS = {
     "generate_dataset": "data",
     "regression_metrics": "metrics",
     "FrequencyLSTM": "model",
-    "load_model": "runner",
+    "load_model": "checkpoint",
     "train_run": "runner",
     "StatefulTrainer": "trainer",
     "TrainingError": "trainer",

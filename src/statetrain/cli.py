@@ -15,7 +15,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from . import scripting
+from . import __version__, scripting
 from .config import dataset_spec, training_config, user_paths
 from .io import write_json
 
@@ -110,6 +110,7 @@ def export(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="statetrain", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p_train = sub.add_parser("train", help="train (or resume) one run")
     p_train.add_argument("--config", nargs="+", default=["config/config.yaml"])
