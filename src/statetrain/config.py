@@ -398,10 +398,3 @@ def config_hash(ident: Mapping[str, Any]) -> str:
     blob = json.dumps(ident, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
-
-def paramspace(points: list[dict[str, Any]]) -> Any:
-    """The grid as a snakemake.utils.Paramspace: one path segment `key~value` per key."""
-    import pandas as pd
-    from snakemake.utils import Paramspace
-
-    return Paramspace(pd.DataFrame(points), param_sep="~")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,17 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def grid_point_name(point: dict[str, Any]) -> str:
-    """The run directory of a grid point, as snakemake.utils.Paramspace spells it."""
-    from .config import paramspace
+def grid_point_name(point: Mapping[str, Any]) -> str:
+    """The run directory of a grid point: one `key~value` segment per key, joined by '/'.
 
-    return next(iter(paramspace([point]).instance_patterns))
+    This is how the workflow's snakemake.utils.Paramspace (workflow/rules/common.smk) spells a
+    point, missing values as NA; it is written out here so that the library, and with it
+    `statetrain train`, needs no snakemake (tests/test_install.py checks both agree).
+    """
+    return "/".join(f"{key}~{_segment_value(value)}" for key, value in point.items())
+
+
+def _segment_value(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "NA"
+    return str(value)

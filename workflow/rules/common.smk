@@ -2,6 +2,9 @@
 # statetrain library, so a script run by hand sees exactly what a rule sees.
 import re
 
+import pandas as pd
+from snakemake.utils import Paramspace
+
 from statetrain import config as stconfig
 from statetrain.scripting import grid_point_name
 from statetrain.tasks import task_info
@@ -19,7 +22,10 @@ DATA_EXT = "npz" if TASK.batch else "npy"
 DATASETS = list(config["datasets"])
 SPECS = {name: stconfig.dataset_spec(config, name) for name in DATASETS}
 POINTS = stconfig.grid_points(config)
-GRID = stconfig.paramspace(POINTS)
+# The grid as wildcards, one path segment `key~value` per key. Paramspace lives here, on the
+# workflow side, so that the library needs no snakemake; statetrain.scripting.grid_point_name
+# spells the same names.
+GRID = Paramspace(pd.DataFrame(POINTS), param_sep="~")
 # Run names per dataset: the same grid everywhere, except that with an empty grid a scenario
 # may set its own training.seed (one run named seed~<its seed>).
 POINT_NAMES = {
