@@ -26,6 +26,7 @@ from .callbacks import (
     Callback,
     CSVLogger,
     EarlyStopping,
+    EpochProgress,
     MLflowLogger,
     ModelCheckpoint,
     TensorBoardLogger,
@@ -274,8 +275,10 @@ def _callbacks(
     out_dir: Path,
     labels: Mapping[str, Any] | None,
 ) -> tuple[list[Callback], list[Callback]]:
-    """last.pth every epoch (+ every-N/top-k), the CSV history, and the configured loggers."""
+    """last.pth every epoch (+ every-N/top-k), the CSV history, a progress line per epoch on
+    the terminal, and the configured loggers."""
     loggers = make_loggers(training, logging_cfg or {}, out_dir, labels or {})
+    name = "/".join(str(v) for v in (labels or {}).values()) or out_dir.name
     ckpt = training["checkpoint"]
     callbacks = [
         ModelCheckpoint(
@@ -288,6 +291,7 @@ def _callbacks(
             save_top_k=ckpt["save_top_k"],
         ),
         CSVLogger(out_dir / "history.csv"),
+        EpochProgress(name, training["epochs"]),
         *loggers,
     ]
     return callbacks, loggers

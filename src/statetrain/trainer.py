@@ -566,8 +566,14 @@ class StatefulTrainer(EpochLoop):
         grad_norms: list[float] = []
         h_norm = c_norm = 0.0
         stopped = False
+        # disable=None: no bar where stderr is not a terminal (a log file, a pipe), whose
+        # readers would get carriage-return bars instead of lines.
         bar = tqdm(
-            chunks, desc=f"epoch {epoch}", disable=not self.progress, mininterval=5, leave=False
+            chunks,
+            desc=f"epoch {epoch}",
+            disable=None if self.progress else True,
+            mininterval=5,
+            leave=False,
         )
         for a, b, reset in bar:
             if reset:
