@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
             "numba": numba.__version__,
             "numpy": np.__version__,
         },
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(
             [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
         ),

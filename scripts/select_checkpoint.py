@@ -7,12 +7,10 @@ after the choice is made. By hand: python scripts/select_checkpoint.py --dataset
 
 import logging
 import math
-import shutil
-from pathlib import Path
 
 from statetrain import scripting
 from statetrain.config import grid_points
-from statetrain.io import read_json, write_json
+from statetrain.io import copy_file, read_json, write_json
 from statetrain.tasks import task_info
 
 log = logging.getLogger("statetrain")
@@ -44,10 +42,7 @@ def main(
     pick = min if mode == "min" else max
     best = pick(finite, key=lambda i: candidates[i][key])
     chosen = read_json(metrics_paths[best])
-    tmp = Path(out_model).with_name(f".{Path(out_model).name}.tmp")
-    Path(out_model).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model_paths[best], tmp)
-    tmp.replace(out_model)
+    copy_file(model_paths[best], out_model)
     selection = {
         "dataset": dataset,
         "criterion": f"{'lowest' if mode == 'min' else 'highest'} frozen validation {metric} "

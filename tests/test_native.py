@@ -29,7 +29,18 @@ import torch
 from statetrain import native
 from statetrain.model import FrequencyLSTM
 
+# Agreement with the reference loop: |native - torch| <= TOL * (1 + |torch|), i.e. absolute near
+# zero and relative for large values (a cell state of 1.5 differs in the fifth digit between
+# CPUs whose float32 reductions round differently).
 TOL = 1e-5
+
+
+def assert_close(actual, expected, what: str = "", tol: float = TOL) -> None:
+    actual = torch.as_tensor(np.asarray(actual, dtype=np.float64))
+    expected = torch.as_tensor(np.asarray(expected, dtype=np.float64))
+    excess = ((actual - expected).abs() - tol * (1 + expected.abs())).max().item()
+    assert excess <= 0, f"{what}: |native - torch| exceeds {tol:g}·(1 + |torch|) by {excess:.3g}"
+
 
 pytestmark = pytest.mark.skipif(bool(native.NUMBA_ERROR), reason=native.NUMBA_ERROR or "")
 
@@ -128,20 +139,20 @@ def assert_same_training(ref, nat, tol=TOL):
     (m1, o1), (m2, o2) = ref, nat
     for (name, p1), p2 in zip(m1.named_parameters(), m2.parameters(), strict=True):
         assert torch.isfinite(p2).all(), name
-        diff = (p1 - p2).abs().max().item()
-        assert diff <= tol, f"{name}: max |torch - native| = {diff:.3g}"
+        assert_close(p2.detach(), p1.detach(), name, tol)
         s1, s2 = o1.state[p1], o2.state[p2]
         assert list(s2) == list(s1), name
         assert s2["step"].dtype == s1["step"].dtype and s2["step"].shape == s1["step"].shape
         assert float(s2["step"]) == float(s1["step"]), name
         for key in ("exp_avg", "exp_avg_sq"):
-            diff = (s1[key] - s2[key]).abs().max().item()
-            assert diff <= tol, f"{name} {key}: max |torch - native| = {diff:.3g}"
+            assert_close(s2[key], s1[key], f"{name} {key}", tol)
 
 
 def assert_same_epoch(r, res, tol=TOL):
     assert len(res.chunk_losses) == len(r["losses"])
-    np.testing.assert_allclose(res.chunk_losses, r["losses"], rtol=0, atol=tol, equal_nan=True)
+    finite = np.isfinite(r["losses"])
+    np.testing.assert_array_equal(np.isfinite(res.chunk_losses), finite)
+    assert_close(res.chunk_losses[finite], r["losses"][finite], "chunk losses", tol)
     np.testing.assert_array_equal(res.chunk_applied, r["applied"])
     ok = r["applied"]
     # gradients are the most sensitive quantity (they differentiate the weights' rounding)
@@ -206,8 +217,8 @@ def test_matches_reference_loop(case):
     assert res.loss == pytest.approx(float(np.sum(r["losses"] * r["sizes"])) / len(y), rel=1e-5)
     h, c = res.final_state
     assert h.shape == (layers, 1, 16) and c.shape == (layers, 1, 16)
-    np.testing.assert_allclose(h, r["final_state"][0].numpy(), atol=TOL)
-    np.testing.assert_allclose(c, r["final_state"][1].numpy(), atol=TOL)
+    assert_close(h, r["final_state"][0].numpy(), "final h")
+    assert_close(c, r["final_state"][1].numpy(), "final c")
 
 
 def test_lr_change_between_epochs_and_torch_continues():
@@ -256,7 +267,7 @@ def test_evaluate_matches_torch_forward(layers):
     frozen.setflags(write=False)  # e.g. np.load(mmap_mode="r"): accepted as well
     pred = native.evaluate(model, frozen, starts, state_reset="epoch")
     assert pred.dtype == np.float32 and pred.shape == (len(y),)
-    np.testing.assert_allclose(pred, expected[0].numpy(), rtol=0, atol=1e-5)
+    assert_close(pred, expected[0].numpy(), "predictions")
 
     pred = native.evaluate(model, x, starts, state_reset="stream")
     ends = [*list(starts[1:]), len(y)]
@@ -265,7 +276,7 @@ def test_evaluate_matches_torch_forward(layers):
             model(torch.from_numpy(x[a:b])[None], None)[0][0]
             for a, b in zip(starts, ends, strict=True)
         ]
-    np.testing.assert_allclose(pred, torch.cat(parts).numpy(), rtol=0, atol=1e-5)
+    assert_close(pred, torch.cat(parts).numpy(), "predictions")
 
 
 # ------------------------------------------------------------------------ bad steps

@@ -288,8 +288,10 @@ def test_vae_loss_matches_its_definition():
     p = torch.sigmoid(logits)
     bce = -(target * p.log() + (1 - target) * (1 - p).log()).sum(1).mean()
     kl_ref = (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).sum(1).mean()
-    assert torch.allclose(recon, bce, atol=1e-5) and torch.allclose(kl, kl_ref, atol=1e-5)
-    assert torch.allclose(total, bce + 0.5 * kl_ref, atol=1e-5)
+    assert torch.allclose(recon, bce, atol=1e-5, rtol=1e-5) and torch.allclose(
+        kl, kl_ref, atol=1e-5, rtol=1e-5
+    )
+    assert torch.allclose(total, bce + 0.5 * kl_ref, atol=1e-5, rtol=1e-5)
     _, _, kl0 = vae_loss(logits, target, torch.zeros(4, 3), torch.zeros(4, 3))
     assert float(kl0) == 0.0
 

@@ -230,7 +230,7 @@ def test_engines_agree_through_the_trainer_and_auto_picks_native(caplog):
     native.train(2, save_dir=None)
     reference.train(2, save_dir=None)
     for key, value in reference.model.state_dict().items():
-        torch.testing.assert_close(native.model.state_dict()[key], value, atol=1e-5, rtol=0)
+        torch.testing.assert_close(native.model.state_dict()[key], value, atol=1e-5, rtol=1e-5)
     for key in ("train_loss", "val_mse", "grad_norm_mean", "clipped_fraction", "h_norm"):
         np.testing.assert_allclose(native.history[key], reference.history[key], rtol=1e-4)
 

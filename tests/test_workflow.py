@@ -105,10 +105,13 @@ def test_a_bad_config_fails_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def test_default_experiment_dag_and_lint():
+def test_default_experiment_dag_and_lint(tmp_path):
+    # Planned in an empty working directory: what `make run` left in the checkout's results/
+    # must not change what this test sees.
     dry = subprocess.run(
-        [PYTHON, "-m", "snakemake", "-n", "--quiet", "rules"],
-        cwd=ROOT,
+        snakemake_cmd(
+            tmp_path, "-n", "--quiet", "rules", "--configfile", str(ROOT / "config" / "config.yaml")
+        ),
         capture_output=True,
         text=True,
         timeout=120,
@@ -168,9 +171,7 @@ def test_scripts_run_by_hand_without_snakemake(tmp_path):
             "-m",
             "statetrain.cli",
             "evaluate",
-            "--checkpoint",
             str(run / "best_model.pth"),
-            "--data",
             "results/data/w0/test.npy",
             "--out",
             "eval.json",

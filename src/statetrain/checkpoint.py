@@ -8,15 +8,17 @@ a crash at any instant leaves either the old complete file or the new complete f
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .io import WriteError, atomic_write
 
 FORMAT = "statetrain-checkpoint/1"
 
@@ -56,19 +58,6 @@ def _non_finite(obj: Any, prefix: str = "") -> str | None:
     return None
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint_file(payload: Mapping[str, Any], path: str | Path) -> Path:
     """Write `payload` atomically; refuse NaN/Inf weights so they never reach a saved file."""
     path = Path(path)
@@ -80,32 +69,71 @@ def save_checkpoint_file(payload: Mapping[str, Any], path: str | Path) -> Path:
             "clipping (training.clip_grad_norm)."
         )
     payload = {"format": FORMAT, "versions": versions(), **payload}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:  # interrupted or failed: never leave a partial temp file
-        tmp.unlink(missing_ok=True)
-        if not isinstance(exc, OSError):
-            raise
+        return atomic_write(path, lambda fh: torch.save(payload, fh))
+    except WriteError as exc:
+        cause = exc.__cause__
+        why = getattr(cause, "strerror", None) or str(cause or exc)
         raise CheckpointError(
-            f"Could not write checkpoint '{path}': {exc.strerror or exc}. The previous "
-            "checkpoint, if any, is intact; free disk space or fix the directory's permissions "
-            "and run again."
+            f"Could not write checkpoint '{path}': {why}. The previous checkpoint, if any, is "
+            "intact; free disk space or fix the directory's permissions and run again."
         ) from exc
-    _fsync_dir(path.parent)
-    return path
+
+
+# A statetrain checkpoint is kilobytes to a few MB; one far above this is not ours.
+MAX_CHECKPOINT_BYTES = 2 * 1024**3
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse before torch reads a byte of data: a zip whose records are compressed (torch
+    only writes stored records, so a deflated one can only be a zip bomb) or whose records
+    claim more bytes than any statetrain checkpoint holds."""
+    if not zipfile.is_zipfile(path):
+        return  # torch's legacy format, or garbage: torch.load's own checks follow
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"Checkpoint '{path}' cannot be loaded: a broken zip archive ({exc}). Delete it to "
+            "start that run afresh."
+        ) from None
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    total = sum(i.file_size for i in infos)
+    if packed or total > MAX_CHECKPOINT_BYTES:
+        why = (
+            f"record '{packed[0]}' is compressed, which torch.save never writes"
+            if packed
+            else f"its records claim {total:,} bytes"
+        )
+        raise CheckpointError(
+            f"Checkpoint '{path}' is refused: {why}. It was not written by statetrain; use "
+            "the file the training run wrote."
+        )
+
+
+def check_finite(payload: Mapping[str, Any], path: str | Path) -> None:
+    """NaN/Inf weights are refused on read too: a model that can only predict NaN must not be
+    evaluated, exported or resumed into a crash loop."""
+    bad = _non_finite(
+        {k: payload.get(k) for k in ("model_state_dict", "best_state_dict") if k in payload}
+    )
+    if bad:
+        raise CheckpointError(
+            f"Checkpoint '{path}' holds NaN or Inf in tensor '{bad}': the model it stores is "
+            "broken. Retrain (delete the file and run the workflow again) or use an earlier "
+            "checkpoint."
+        )
 
 
 def load_checkpoint_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint as data only; CheckpointError names the file and the problem."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint '{path}' does not exist. Check the path.")
+        raise CheckpointError(
+            f"Checkpoint '{path}' does not exist (or is not a file). Check the path."
+        )
+    _check_archive(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
@@ -115,8 +143,57 @@ def load_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
             "statetrain checkpoint, or holds code (only tensors and plain data are accepted). "
             "Delete it to start that run afresh."
         ) from None
-    if not isinstance(payload, dict) or "model_state_dict" not in payload:
+    state = payload.get("model_state_dict") if isinstance(payload, dict) else None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise CheckpointError(
-            f"Checkpoint '{path}' holds no 'model_state_dict': not a statetrain checkpoint."
+            f"Checkpoint '{path}' holds no 'model_state_dict' of named tensors: not a "
+            "statetrain checkpoint. Use a best_model.pth or last.pth written by statetrain."
         )
+    if not isinstance(payload.get("model_args", {}), Mapping):
+        raise CheckpointError(f"Checkpoint '{path}': 'model_args' is not a mapping.")
+    check_finite(payload, path)
     return payload
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """The trained model of any statetrain checkpoint, in eval mode, with the checkpoint.
+
+    The architecture is rebuilt from the checkpoint's plain ``model_args`` by its task, first
+    on PyTorch's meta device (no memory), and compared with the stored tensors' names and
+    shapes: a checkpoint whose arguments lie about its weights is refused before anything
+    of the claimed size is allocated.
+    """
+    from .tasks import TASK_NAMES, model_from_args
+
+    ckpt = load_checkpoint_file(path)
+    task = ckpt.get("task", "frequency")
+    if task not in TASK_NAMES:
+        raise CheckpointError(
+            f"Checkpoint '{path}' is of task {task!r}, which this statetrain does not know "
+            f"(known: {', '.join(TASK_NAMES)})."
+        )
+    args = ckpt.get("model_args") or {}
+    training = ckpt.get("config") if isinstance(ckpt.get("config"), Mapping) else {}
+    try:
+        with torch.device("meta"):
+            skeleton = model_from_args(task, args, training)
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"Checkpoint '{path}' has model_args {args} that do not build a {task} model "
+            f"({exc}). It was not written by this statetrain or was altered; retrain it."
+        ) from None
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in ckpt["model_state_dict"].items()}
+    if expected != stored:
+        diff = sorted(set(expected.items()) ^ set(stored.items()))[:3]
+        raise CheckpointError(
+            f"Checkpoint '{path}': its weights do not match its own model_args {args} (first "
+            f"differences, name and shape: {diff}). The file was altered or is not a "
+            "statetrain checkpoint; retrain it."
+        )
+    model = model_from_args(task, args, training)
+    model.load_state_dict(ckpt["model_state_dict"])
+    model.eval()
+    return model, ckpt

@@ -1,11 +1,13 @@
-"""The `statetrain` command: the rules' code, run by hand.
+"""The `statetrain` command: the rules' code, run by hand, for every task.
 
     statetrain train --config config/config.yaml --dataset spec --set lr=0.003 [--quick]
-    statetrain evaluate --checkpoint results/best/spec/best_model.pth --data test.npy
-    statetrain export --checkpoint results/best/spec/best_model.pth --out model.onnx [--data ...]
+    statetrain evaluate CHECKPOINT DATA           frozen metrics, one JSON object on stdout
+    statetrain export CHECKPOINT OUT.onnx         ONNX export, checked with onnxruntime
+    statetrain predict CHECKPOINT DATA OUT        predictions, .npy or .csv by OUT's suffix
 
-`train` is exactly `python scripts/train.py` (the train rule's script run by hand); `export`
-is the export-only mode of the export_onnx rule.
+`train` is exactly `python scripts/train.py` (the train rule's script run by hand). Every
+error is one paragraph (what is wrong, where, the fix) on stderr with exit status 1; add
+`--debug` for the traceback.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from collections.abc import Sequence
 
 from . import __version__, scripting
 from .config import dataset_spec, training_config, user_paths
-from .io import write_json
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="spec")
+    p.add_argument("--dataset", default="spec", help="dataset scenario of the config to train")
     p.add_argument(
         "--set",
         nargs="*",
@@ -35,7 +36,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def train(args: argparse.Namespace) -> dict:
     """One run, resumable, into the directory the workflow would use for that grid point."""
-    from .runner import train_run
+    from .runner import train_batch_run, train_run
 
     cfg = scripting.load(args)
     point = scripting.parse_assignments(args.set)
@@ -57,8 +58,6 @@ def train(args: argparse.Namespace) -> dict:
     labels = {"dataset": args.dataset, "grid_point": name}
     with scripting.rule_logging(args.log, echo=True):
         if task != "frequency":
-            from .runner import train_batch_run
-
             return train_batch_run(
                 task, training, paths, out, spec, labels=labels, logging_cfg=cfg["logging"]
             )
@@ -76,24 +75,25 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    """Frozen-weight metrics of a checkpoint on a split, state carried as in training."""
-    from .metrics import evaluate_streams
-    from .runner import load_model
-    from .trainer import Split, predict
-    from .validation import load_array, validate_array
+    """Frozen-weight metrics of a checkpoint on a split file of its task."""
+    from .inference import evaluate_checkpoint
+    from .io import write_json
 
-    model, ckpt = load_model(args.checkpoint)
-    array = load_array(args.data)
-    validate_array(array, path=args.data)
-    split = Split.from_array(array)
-    state_reset = args.state_reset or ckpt.get("state_reset", "epoch")
-    pred = predict(model, split, state_reset)
-    freqs = ckpt.get("frequencies") or list(range(1, 1 + len(split.starts)))
-    metrics = evaluate_streams(split.y, pred, split.starts, split.columns, freqs)
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, state_reset=args.state_reset)
     if args.out:
-        write_json(metrics, args.out)
-    print(json.dumps(metrics, indent=2))
+        write_json(metrics, args.out, protect=[args.checkpoint, args.data])
+    print(json.dumps(metrics, indent=2, allow_nan=False, default=str))
     return metrics
+
+
+def predict(args: argparse.Namespace) -> dict:
+    """The frozen model's predictions for every row (or sequence) of DATA, written to OUT."""
+    from .inference import predict_checkpoint
+
+    with scripting.rule_logging(None):
+        return predict_checkpoint(
+            args.checkpoint, args.data, args.out, state_reset=args.state_reset
+        )
 
 
 def export(args: argparse.Namespace) -> dict:
@@ -101,7 +101,7 @@ def export(args: argparse.Namespace) -> dict:
 
     report = args.check_out
     if args.data and not report:
-        report = args.out.removesuffix(".onnx") + ".check.json"
+        report = str(args.out).removesuffix(".onnx") + ".check.json"
     with scripting.rule_logging(args.log, echo=True):
         return export_checkpoint(
             args.checkpoint, args.out, args.data, opset=args.opset, report_path=report
@@ -109,36 +109,89 @@ def export(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="statetrain", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train", help="train (or resume) one run")
-    p_train.add_argument("--config", nargs="+", default=["config/config.yaml"])
-    p_train.add_argument("--log", default=None)
+    parser = argparse.ArgumentParser(
+        prog="statetrain",
+        description="Train stateful recurrent models one step at a time; evaluate, export "
+        "and predict with any trained statetrain checkpoint.",
+    )
+    parser.add_argument("--version", action="version", version=f"statetrain {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p_train = sub.add_parser("train", help="train (or resume) one run of a config's grid")
+    p_train.add_argument(
+        "--config",
+        nargs="+",
+        default=["config/config.yaml"],
+        help="config file(s), merged in order (default: config/config.yaml)",
+    )
+    p_train.add_argument("--log", default=None, help="also write the log to this file")
     add_train_arguments(p_train)
     p_train.set_defaults(func=train)
 
-    p_eval = sub.add_parser("evaluate", help="frozen metrics of a checkpoint on a .npy split")
-    p_eval.add_argument("--checkpoint", required=True)
-    p_eval.add_argument("--data", required=True)
-    p_eval.add_argument("--state-reset", choices=("epoch", "stream"))
-    p_eval.add_argument("--out", help="also write the metrics as JSON here")
+    reset_help = (
+        "stateful models: where the state restarts from zero (default for evaluate: as the "
+        "checkpoint was trained and scored; for predict: each stream's start)"
+    )
+    p_eval = sub.add_parser(
+        "evaluate", help="frozen metrics of a checkpoint on a split, as JSON on stdout"
+    )
+    p_eval.add_argument("checkpoint", metavar="CHECKPOINT", help="a statetrain .pth file")
+    p_eval.add_argument(
+        "data", metavar="DATA", help="a split file of the checkpoint's task (.npy or .npz)"
+    )
+    p_eval.add_argument("--state-reset", choices=("epoch", "stream"), help=reset_help)
+    p_eval.add_argument("--out", help="also write the metrics as JSON to this file")
     p_eval.set_defaults(func=evaluate)
 
+    p_pred = sub.add_parser("predict", help="write a checkpoint's predictions for a data file")
+    p_pred.add_argument("checkpoint", metavar="CHECKPOINT", help="a statetrain .pth file")
+    p_pred.add_argument(
+        "data", metavar="DATA", help="a split file of the checkpoint's task (.npy or .npz)"
+    )
+    p_pred.add_argument("out", metavar="OUT", help="output file: .npy or .csv")
+    p_pred.add_argument("--state-reset", choices=("epoch", "stream"), help=reset_help)
+    p_pred.set_defaults(func=predict)
+
     p_exp = sub.add_parser("export", help="export a checkpoint to ONNX (no training)")
-    p_exp.add_argument("--checkpoint", required=True)
-    p_exp.add_argument("--out", required=True)
-    p_exp.add_argument("--data", help="a .npy split to check the export on")
+    p_exp.add_argument("checkpoint", metavar="CHECKPOINT", help="a statetrain .pth file")
+    p_exp.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
+    p_exp.add_argument("--data", help="the split to check the export on (onnxruntime ≤ 1e-4)")
     p_exp.add_argument("--check-out", help="check report (default: <out>.check.json)")
-    p_exp.add_argument("--opset", type=int, default=17)
-    p_exp.add_argument("--log", default=None)
+    p_exp.add_argument("--opset", type=int, default=17, help="ONNX opset (9-20, default 17)")
+    p_exp.add_argument("--log", default=None, help="also write the log to this file")
     p_exp.set_defaults(func=export)
     return parser
 
 
+def error_paragraph(exc: BaseException) -> str:
+    """The one paragraph a user sees: the library's own message, or for anything unexpected
+    what happened and how to get the traceback."""
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .validation import DatasetError
+
+    known = (CheckpointError, ConfigError, DatasetError, OSError)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, known) or type(exc).__module__.startswith("statetrain"):
+        return text
+    return (
+        f"unexpected {type(exc).__name__}: {text}. Run the same command with --debug for the "
+        "traceback; if the input is valid, this is a bug worth reporting."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print(f"statetrain {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"statetrain {args.command}: error: {error_paragraph(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -127,6 +127,58 @@ def _format_error(err: Any) -> str:
     return f"config key '{where}': {err.message}.{allowed}"
 
 
+# A real experiment config holds a few hundred values; YAML aliases can make a 550-byte file
+# expand to billions (an "alias bomb"), which validation would then walk.
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 32
+
+
+def _check_size(cfg: Any) -> None:
+    """Count the config's values as a tree (aliases expanded), stopping at the limit."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(cfg, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES or depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(
+                f"Invalid configuration: it expands to more than {MAX_CONFIG_VALUES:,} values "
+                f"or nests deeper than {MAX_CONFIG_DEPTH} levels (YAML aliases '*name' "
+                "repeating a large anchor do that). Write the values out instead of aliasing "
+                "them; config/README.md documents every key."
+            )
+        if isinstance(node, Mapping):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def _non_finite(node: Any, where: str = "") -> list[str]:
+    """Key paths holding NaN or ±Inf: JSON Schema's minimum/maximum let NaN through (every
+    comparison with NaN is false), so they are found here, before the schema runs."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return [where or "(top level)"]
+    if isinstance(node, Mapping):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in node.items())
+    elif isinstance(node, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(node))
+    else:
+        return []
+    return [bad for key, v in items for bad in _non_finite(v, key)]
+
+
+def check_finite(values: Any, where: str = "") -> None:
+    """ConfigError naming every NaN/Inf value; the fix is always a finite number."""
+    bad = _non_finite(values, where)
+    if bad:
+        raise ConfigError(
+            "Invalid configuration:\n  "
+            + "\n  ".join(f"config key '{b}': NaN or infinity is not a usable value." for b in bad)
+            + "\nGive finite numbers (YAML reads .nan and .inf as such); config/README.md "
+            "documents every key and its range."
+        )
+
+
 def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """Return a validated copy of `cfg` with every default filled in.
 
@@ -136,6 +188,13 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
 
     from .tasks import TASK_NAMES, task_info
 
+    if cfg is not None and not isinstance(cfg, Mapping):
+        raise ConfigError(
+            f"Invalid configuration: the top level is a {type(cfg).__name__}, not a mapping of "
+            "keys. Start the file with keys such as `task:`, `data:` and `training:`."
+        )
+    _check_size(cfg)
+    check_finite(cfg)
     cfg = copy.deepcopy(dict(cfg or {}))
     task = cfg.setdefault("task", "frequency")
     if task not in TASK_NAMES:
@@ -356,6 +415,7 @@ def training_config(
     if dataset is not None:
         deep_update(training, (cfg["datasets"].get(dataset) or {}).get("training") or {})
     training.update(point)
+    check_finite(dict(point), "training")
     where = f"grid point {dict(point)}" + (f" of dataset '{dataset}'" if dataset else "")
     sch = schema(cfg.get("task", "frequency"))["properties"]["training"]
     errors = list(jsonschema.Draft202012Validator(sch).iter_errors(training))

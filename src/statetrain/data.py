@@ -7,7 +7,6 @@ of a split, as in the assignment: stream i pairs that same S with one-hot C_i an
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .io import write_npy
 from .validation import DatasetError, load_array, validate_array
 
 
@@ -72,14 +72,7 @@ def generate_split(spec: Mapping[str, Any], split: str) -> np.ndarray:
 
 def save_array(array: np.ndarray, path: str | Path) -> None:
     """np.save through a temporary file and a rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_npy(array, path)
 
 
 def stream_starts(array: np.ndarray) -> np.ndarray:

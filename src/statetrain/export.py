@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import time
 import warnings
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .io import write_bytes
 from .trainer import Split, predict
 
 log = logging.getLogger("statetrain")
@@ -60,22 +60,6 @@ class _Step(nn.Module):
 def _state_shape(model: nn.Module) -> tuple[int, int, int]:
     """(input_size, num_layers, hidden_size) of a FrequencyLSTM-like model."""
     return int(model.input_size), int(model.num_layers), int(model.hidden_size)
-
-
-def _write_bytes(data: bytes, path: Path) -> Path:
-    """Atomic write: temporary file in the same directory, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def export_onnx(
@@ -146,7 +130,7 @@ def export_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = str(key), str(value)
     onnx.checker.check_model(proto, full_check=True)
-    return _write_bytes(proto.SerializeToString(), path)
+    return write_bytes(proto.SerializeToString(), path)
 
 
 def _session(onnx_path: str | Path):
@@ -276,11 +260,21 @@ def export_checkpoint(
     leaves its figures behind; then OnnxCheckError is raised unless the check passed.
     A corrupt or foreign checkpoint raises CheckpointError, a bad split DatasetError.
     """
-    from .io import write_json
-    from .runner import load_model
+    from .checkpoint import load_model
+    from .io import refuse_overwrite, write_json
     from .validation import load_array, validate_array
 
+    inputs = [checkpoint, *([data] if data is not None else [])]
+    refuse_overwrite(out, inputs)
+    if report_path is not None:
+        refuse_overwrite(report_path, inputs)
     model, ckpt = load_model(checkpoint)
+    if ckpt.get("task", "frequency") != "frequency" or not hasattr(model, "num_layers"):
+        raise OnnxCheckError(
+            f"Checkpoint '{checkpoint}' holds a {type(model).__name__} "
+            f"({ckpt.get('task', 'frequency')} task); ONNX export covers the frequency task's "
+            "single FrequencyLSTM so far. Export a single-model checkpoint instead."
+        )
     state_reset = ckpt.get("state_reset") or "epoch"
     model_args = {
         "input_size": model.input_size,

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from .io import save_figure_file
 from .metrics import frequency_label
 
 TARGET_VARIANCE = 0.5  # variance of a unit sine: the MSE of a model that learned nothing
@@ -25,10 +26,10 @@ TARGET_VARIANCE = 0.5  # variance of a unit sine: the MSE of a model that learne
 
 def save_figure(fig: plt.Figure, path: str | Path) -> None:
     """Write a figure (parent folders made) and free it: every task's figures go through here."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        save_figure_file(fig, path, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def loss_curves(history: Mapping[str, list], path: str | Path, title: str = "") -> None:

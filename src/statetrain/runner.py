@@ -10,11 +10,13 @@ outputs before a job starts and after it fails, so only an undeclared file survi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from .callbacks import (
     TensorBoardLogger,
     flatten,
 )
-from .checkpoint import CheckpointError, load_checkpoint_file
+from .checkpoint import CheckpointError, load_checkpoint_file, load_model
 from .config import config_hash, identity
 from .io import write_json
 from .model import FrequencyLSTM
@@ -41,6 +43,8 @@ from .validation import file_digest, load_array, validate_array
 from .window import WindowCurriculum
 
 log = logging.getLogger("statetrain")
+
+__all__ = ["load_model", "train_batch_run", "train_run"]
 
 RUN_FILES = ("best_model.pth", "metrics.json", "training_history.json", "history.csv")
 
@@ -158,50 +162,120 @@ def build_trainer(
     )
 
 
+def _set_aside(last: Path, suffix: str, why: str) -> None:
+    """Keep a checkpoint that cannot be resumed (never delete a user's training) and say so."""
+    aside = last.with_name(last.name + suffix)
+    last.replace(aside)
+    log.warning("%s Moved it to %s; starting a fresh run from the seed.", why, aside.name)
+
+
 def _try_resume(trainer: EpochLoop, last: Path, run_hash: str, epochs: int) -> None:
-    """Continue from `last` when it is this run's; otherwise say why and start fresh."""
+    """Continue from `last` when it is this run's; otherwise set it aside and start fresh.
+
+    Whatever goes wrong (unreadable, NaN weights, another configuration, a malformed field,
+    a state that does not fit the model), last.pth is moved aside, so the next run does not
+    fail on it again, and the trainer is left exactly as built from the seed.
+    """
     if not last.exists():
         log.info("no %s: starting a fresh run", last.name)
         return
     try:
         ckpt = load_checkpoint_file(last)
     except CheckpointError as exc:
-        aside = last.with_name(last.name + ".corrupt")
-        last.replace(aside)
-        log.warning("%s Moved it to %s; starting a fresh run.", exc, aside.name)
+        _set_aside(last, ".corrupt", str(exc))
         return
     if ckpt.get("config_hash") != run_hash:
-        aside = last.with_name(last.name + ".previous")
-        last.replace(aside)
-        log.warning(
-            "%s belongs to a different configuration (hash %s, this run %s): something that "
-            "affects training changed (data, model or optimizer settings). Moved it to %s; "
-            "starting a fresh run.",
-            last.name,
-            ckpt.get("config_hash"),
-            run_hash,
-            aside.name,
+        _set_aside(
+            last,
+            ".previous",
+            f"{last.name} belongs to a different configuration (hash "
+            f"{ckpt.get('config_hash')}, this run {run_hash}): something that affects training "
+            "changed (data, model or optimizer settings).",
         )
         return
-    if int(ckpt.get("epoch", 0)) > epochs:
-        log.warning(
-            "%s has %s epochs, more than training.epochs = %d: starting a fresh run so that "
-            "the result is that of a %d-epoch run.",
-            last.name,
-            ckpt.get("epoch"),
-            epochs,
-            epochs,
+    epoch = ckpt.get("epoch", 0)
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch > epochs:
+        _set_aside(
+            last,
+            ".previous",
+            f"{last.name} has {epoch} epochs, more than training.epochs = {epochs}: the result "
+            f"must be that of a {epochs}-epoch run.",
         )
         return
     try:
         trainer.load_checkpoint(last)
     except CheckpointError as exc:
-        log.warning("%s Starting a fresh run.", exc)
+        _set_aside(last, ".corrupt", str(exc))
         return
     log.info("resuming from %s at epoch %d of %d", last.name, trainer.epoch, epochs)
 
 
+class RunLockedError(RuntimeError):
+    """Another process is training in this run directory."""
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `out_dir` while training in it.
+
+    Two trainers in one directory (the workflow and a hand-typed ``statetrain train`` of the
+    same grid point) would interleave their last.pth and history; the second one is refused,
+    naming the first. The lock is the kernel's (flock), so a killed trainer never leaves a
+    stale lock behind: its resume is never blocked.
+    """
+    import fcntl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / ".lock"
+    fh = open(path, "a+")  # noqa: SIM115 - held for the whole run, closed below
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise RunLockedError(
+                f"Run directory '{out_dir}' is in use: {holder} is training in it. Wait for "
+                "that run to finish (or stop it) and run again; two trainers in one run "
+                "directory would corrupt its history."
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
 def train_run(
+    training: Mapping[str, Any],
+    paths: Mapping[str, str | Path],
+    out_dir: str | Path,
+    *args: Any,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Train (or resume) one run of the frequency task into `out_dir`, holding its lock;
+    the arguments are those of `_train_run`."""
+    with run_lock(Path(out_dir)):
+        return _train_run(training, paths, out_dir, *args, **kwargs)
+
+
+def train_batch_run(
+    task_name: str,
+    training: Mapping[str, Any],
+    paths: Mapping[str, str | Path],
+    out_dir: str | Path,
+    *args: Any,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Train (or resume) one run of a batch task into `out_dir`, holding its lock; the
+    arguments are those of `_train_batch_run`."""
+    with run_lock(Path(out_dir)):
+        return _train_batch_run(task_name, training, paths, out_dir, *args, **kwargs)
+
+
+def _train_run(
     training: Mapping[str, Any],
     paths: Mapping[str, str | Path],
     out_dir: str | Path,
@@ -348,7 +422,7 @@ def _finish(
     return metrics
 
 
-def train_batch_run(
+def _train_batch_run(
     task_name: str,
     training: Mapping[str, Any],
     paths: Mapping[str, str | Path],
@@ -494,25 +568,3 @@ def log_artifacts(loggers: Sequence[Callback], out_dir: Path, extra: Sequence[Pa
     for logger in loggers:
         if isinstance(logger, MLflowLogger):
             logger.log_artifacts(files)
-
-
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The model of a statetrain checkpoint (a FrequencyLSTM, or an ExpertLSTM of several),
-    rebuilt from its plain model_args (data only, never code)."""
-    from .model import ExpertLSTM
-
-    ckpt = load_checkpoint_file(path)
-    args = ckpt.get("model_args") or {}
-    if "experts" in args:
-        model: nn.Module = ExpertLSTM([FrequencyLSTM(**a) for a in args["experts"]])
-    else:
-        model = FrequencyLSTM(**args)
-    try:
-        model.load_state_dict(ckpt["model_state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"Checkpoint '{path}' does not match its own model_args {args}: "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
-    model.eval()
-    return model, ckpt

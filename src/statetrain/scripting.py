@@ -59,8 +59,10 @@ def rule_logging(log_path: str | Path | None, echo: bool = False) -> Iterator[lo
     try:
         yield logger
     except BaseException as exc:
-        if not isinstance(exc, SystemExit) or exc.code not in (0, None):
-            logger.error("%s: %s", type(exc).__name__, exc)
+        # The failure's paragraph ends the log file (where --show-failed-logs looks); on the
+        # terminal the caller (the CLI) prints it once itself.
+        if stream is not None and (not isinstance(exc, SystemExit) or exc.code not in (0, None)):
+            stream.write(f"ERROR {type(exc).__name__}: {' '.join(str(exc).split())}\n")
         raise
     finally:
         sys.stderr = old_stderr

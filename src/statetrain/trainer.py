@@ -158,6 +158,18 @@ def _rss_mb() -> float:
     return psutil.Process(os.getpid()).memory_info().rss / 2**20
 
 
+_RESUMED_FIELDS = ("history", "epoch", "best_score", "best_epoch", "best_state")
+
+
+def _count(value: Any, name: str) -> int:
+    """A non-negative integer field of a checkpoint (bool and strings are malformed)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"field '{name}' is {value!r}, not a whole number")
+    if value < 0:
+        raise ValueError(f"field '{name}' is negative ({value})")
+    return int(value)
+
+
 def _rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
@@ -401,29 +413,65 @@ class EpochLoop:
         return save_checkpoint_file(payload, Path(save_dir) / filename)
 
     def load_checkpoint(self, checkpoint_path: str | Path) -> dict[str, Any]:
-        """Restore model, optimizer, scheduler, history, best-so-far and RNG states."""
+        """Restore model, optimizer, scheduler, history, best-so-far and RNG states.
+
+        All or nothing: a checkpoint that fails half-way (a stray key, a malformed field)
+        leaves the trainer exactly as it was (``load_state_dict`` copies every matching
+        tensor before it raises), so a caller that then starts afresh really starts from
+        the model built from the seed.
+        """
         ckpt = load_checkpoint_file(checkpoint_path, map_location=self.device)
+        before = copy.deepcopy(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "fields": {k: getattr(self, k) for k in _RESUMED_FIELDS},
+                "rng": _rng_state(),
+                "extra": self.extra_state(),
+            }
+        )
         try:
-            self.model.load_state_dict(ckpt["model_state_dict"])
-        except RuntimeError as exc:
+            self._restore(ckpt)
+        except Exception as exc:
+            self.model.load_state_dict(before["model"])
+            self.optimizer.load_state_dict(before["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(before["scheduler"])
+            for key, value in before["fields"].items():
+                setattr(self, key, value)
+            _set_rng_state(before["rng"])
+            self.load_extra({"window_state": before["extra"]} if before["extra"] else {})
+            detail = " ".join(str(exc).split())[:400] or type(exc).__name__
             raise CheckpointError(
-                f"Checkpoint '{checkpoint_path}' does not fit this model "
-                f"({self.model_args()}): {str(exc).splitlines()[0]}"
+                f"Checkpoint '{checkpoint_path}' does not fit this model or run "
+                f"({self.model_args()}): {detail}"
             ) from None
+        return ckpt
+
+    def _restore(self, ckpt: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model_state_dict"])
         if ckpt.get("optimizer_state_dict"):
             self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
         if self.scheduler is not None and ckpt.get("scheduler_state_dict"):
             self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
         self.history = {k: list(v) for k, v in ckpt.get("history", self.history).items()}
-        self.epoch = int(ckpt.get("epoch", 0))
+        self.epoch = _count(ckpt.get("epoch", 0), "epoch")
         best = ckpt.get("best") or {}
         self.best_score = float(best.get("score", self.best_score))
-        self.best_epoch = int(best.get("epoch", 0))
+        self.best_epoch = _count(best.get("epoch", 0), "best.epoch")
         self.best_state = ckpt.get("best_state_dict")
+        if self.best_state is not None:
+            missing = set(self.model.state_dict()) ^ set(self.best_state)
+            if missing:
+                raise ValueError(f"best_state_dict keys differ from the model's: {missing}")
         if ckpt.get("rng"):
             _set_rng_state(ckpt["rng"])
         self.load_extra(ckpt)
-        return ckpt
+
+    def extra_state(self) -> Any:
+        """Task-specific resumable state beyond the optimizer's (window training's curriculum)."""
+        return None
 
     def save_history(self, save_path: str | Path) -> None:
         from .io import write_json
@@ -701,6 +749,9 @@ class StatefulTrainer(EpochLoop):
         if not best_only and self.window is not None:
             extra["window_state"] = self.window.state_dict()
         return extra
+
+    def extra_state(self) -> Any:
+        return self.window.state_dict() if self.window is not None else None
 
     def load_extra(self, ckpt: Mapping[str, Any]) -> None:
         if self.window is not None and ckpt.get("window_state"):

@@ -69,3 +69,38 @@ def task_info(name: str) -> TaskInfo:
 def get_task(name: str, spec: Mapping[str, Any], training: Mapping[str, Any] | None = None):
     """An instance of a batch task for one dataset scenario and one training section."""
     return task_class(name)(spec, training)
+
+
+def model_from_args(
+    task: str, args: Mapping[str, Any], training: Mapping[str, Any] | None = None
+) -> Any:
+    """Rebuild a trained model's architecture from a checkpoint's plain `model_args` (data,
+    never code), for any task: what evaluate, predict, export and plots load."""
+    if task == "frequency":
+        from ..model import ExpertLSTM, FrequencyLSTM
+
+        if "experts" in args:
+            experts = args["experts"]
+            if not isinstance(experts, list) or not all(isinstance(a, Mapping) for a in experts):
+                raise TypeError("model_args.experts must be a list of mappings")
+            return ExpertLSTM([FrequencyLSTM(**_lstm_args(a)) for a in experts])
+        return FrequencyLSTM(**_lstm_args(args))
+    return get_task(task, {}, training).model_from_args(args)
+
+
+_LSTM_ARGS = {"input_size": (1, 100_000), "hidden_size": (1, 4096), "num_layers": (1, 16)}
+
+
+def _lstm_args(args: Mapping[str, Any]) -> dict[str, int]:
+    """A FrequencyLSTM's arguments, each a whole number in range (a hostile checkpoint's
+    `hidden_size: 1e9` must fail here, not in the allocator)."""
+    unknown = set(args) - set(_LSTM_ARGS) - {"forget_bias"}
+    if unknown:
+        raise TypeError(f"unknown model_args {sorted(unknown)}")
+    out = {}
+    for key, (lo, hi) in _LSTM_ARGS.items():
+        value = args.get(key, {"input_size": 5, "hidden_size": 64, "num_layers": 1}[key])
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise TypeError(f"model_args.{key} = {value!r} is not a whole number in [{lo}, {hi}]")
+        out[key] = value
+    return out

@@ -19,7 +19,6 @@ from the config's seed, or read from a user's file and split with a fixed seed.
 
 from __future__ import annotations
 
-import io
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..io import write_npz
 from ..validation import DatasetError
 
 SPLITS = ("train", "validation", "test")
@@ -114,6 +114,13 @@ class BatchTask:
         """The trivial model's metrics on `split` (what a trained model has to beat)."""
         return {}
 
+    def predict(
+        self, model: nn.Module, split: Mapping[str, np.ndarray], device: torch.device
+    ) -> dict[str, np.ndarray]:
+        """The frozen model's output for each sample of `split`, as named columns of equal
+        length (what `statetrain predict` writes, one row per sample)."""
+        raise NotImplementedError
+
     # ---------------------------------------------------------------- figures
     def plot(
         self,
@@ -130,17 +137,10 @@ class BatchTask:
 # -------------------------------------------------------------------- split files
 def save_split(arrays: Mapping[str, np.ndarray], path: str | Path) -> Path:
     """Atomic `.npz` write (no pickled objects: every array must have a plain dtype)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     for key, value in arrays.items():
         if np.asarray(value).dtype == object:
             raise ValueError(f"array '{key}' has dtype object; split files hold numbers only")
-    tmp = path.with_name(f".{path.name}.tmp")
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
-    return path
+    return write_npz({k: np.asarray(v) for k, v in arrays.items()}, path)
 
 
 def load_split(path: str | Path, required: tuple[str, ...] = ()) -> Arrays:

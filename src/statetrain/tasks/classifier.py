@@ -576,6 +576,12 @@ class ClassifierTask(BatchTask):
         prob = torch.sigmoid(torch.as_tensor(np.concatenate(logits), dtype=torch.float64)).numpy()
         return {"loss": loss_sum / len(x), **binary_metrics(y, prob, self.threshold)}
 
+    def predict(
+        self, model: nn.Module, split: Mapping[str, np.ndarray], device: torch.device
+    ) -> dict[str, np.ndarray]:
+        """The positive class's probability per sequence."""
+        return {"probability": predict_proba(model, np.asarray(split["x"]), device)}
+
     def baseline(self, train: Mapping[str, np.ndarray], split: Mapping[str, np.ndarray]) -> dict:
         """What a model that ignores the sequences scores: a constant score has AUC-PR = the
         split's positive rate and AUC-ROC = 0.5; always answering the training majority class

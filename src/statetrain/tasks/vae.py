@@ -696,6 +696,14 @@ class VAETask(BatchTask):
             "bce_per_entry": float(recon / max(x.shape[1], 1)),
         }
 
+    def predict(
+        self, model: nn.Module, split: Mapping[str, np.ndarray], device: torch.device
+    ) -> dict[str, np.ndarray]:
+        """Per site, the reconstructed presence probability of every species (z = mu)."""
+        probs, _, _ = self._encode_decode(model, np.asarray(split["x"], np.float32), device)
+        width = len(str(probs.shape[1] - 1))
+        return {f"p_{j:0{width}d}": probs[:, j] for j in range(probs.shape[1])}
+
     def baseline(self, train: Mapping[str, np.ndarray], split: Mapping[str, np.ndarray]) -> dict:
         """The per-species frequency model: every site gets each species' training prevalence."""
         prevalence = np.clip(
