@@ -109,8 +109,12 @@ def _deepest(err: Any) -> Any:
     from jsonschema.exceptions import best_match
 
     while err.validator in ("oneOf", "anyOf") and err.context:
-        inner = [e for e in err.context if e.validator != "type" or len(err.context) == 1]
-        err = best_match(inner or err.context)
+        # The branch that got furthest into the value names the key that is really wrong
+        # (datasets.spec.seeds: 5 is "not an object", not "datasets.spec is not null").
+        depth = max(len(e.absolute_path) for e in err.context)
+        deepest = [e for e in err.context if len(e.absolute_path) == depth]
+        inner = [e for e in deepest if e.validator != "type" or len(deepest) == 1]
+        err = best_match(inner or deepest)
     return err
 
 
@@ -322,7 +326,22 @@ def dataset_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
             f"dataset '{name}' gives some but not all of its files; add {missing} "
             "(user data replaces all three generated splits)."
         )
+    _distinct_files(name, {s: spec[f"{s}_path"] for s in given})
     return spec
+
+
+def _distinct_files(name: str, paths: Mapping[str, str]) -> None:
+    """One file given for two splits would score the model on its own training data."""
+    seen: dict[str, str] = {}
+    for split, path in paths.items():
+        key = str(Path(path).resolve())
+        if key in seen:
+            raise ConfigError(
+                f"dataset '{name}': {split}_path and {seen[key]}_path name the same file "
+                f"'{path}'. Validation and test must be data the model never trained on; give "
+                "each split its own file."
+            )
+        seen[key] = split
 
 
 def expert_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -457,4 +476,3 @@ def identity(
 def config_hash(ident: Mapping[str, Any]) -> str:
     blob = json.dumps(ident, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-

@@ -67,8 +67,12 @@ def _read_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     return shape, fortran, dtype, offset
 
 
-def load_array(path: str | Path) -> np.ndarray:
-    """Load a .npy file safely (no pickles, no lying headers); DatasetError on any problem."""
+def load_array(path: str | Path, kinds: str = "f") -> np.ndarray:
+    """Load a .npy file safely (no pickles, no lying headers); DatasetError on any problem.
+
+    `kinds` are the numpy dtype kinds accepted: "f" float32/float64 (data), "fiub" also
+    integers and booleans (labels, presence matrices). Complex and object arrays never.
+    """
     path = Path(path)
     if not path.exists():
         raise DatasetError(
@@ -88,11 +92,20 @@ def load_array(path: str | Path) -> np.ndarray:
             "object arrays need unpickling and are refused.",
             "Save a float32 array instead.",
         )
-    if dtype not in ACCEPTED_DTYPES:
+    plain = dtype.kind in kinds and dtype.kind != "f" and dtype.fields is None
+    if dtype not in ACCEPTED_DTYPES and not plain:
+        wanted = "float32 (float64 is converted)" + (
+            ", integers or booleans" if set(kinds) - {"f"} else ""
+        )
         raise DatasetError(
             path,
             "dtype",
-            f"dtype is {dtype}, expected float32 (float64 is converted).",
+            f"dtype is {dtype}, expected {wanted}"
+            + (
+                "; complex numbers are refused (no silent dropping of the imaginary part)."
+                if dtype.kind == "c"
+                else "."
+            ),
             "Convert with array.astype(numpy.float32).",
         )
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -259,3 +272,63 @@ def file_digest(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_csv_strict(path: str | Path, what: str = "table") -> Any:
+    """A user's CSV as a pandas DataFrame, or DatasetError: comma-separated, UTF-8, a header
+    of unique non-empty names, every row as long as the header.
+
+    pandas alone is lenient where a silent guess corrupts data: it renames a duplicated
+    column to 'name.1', pads a short row with NaN and reads a semicolon file as one column.
+    """
+    import csv
+
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = csv.reader(fh)
+            header = next(rows, None)
+            if header is None:
+                raise DatasetError(path, "header", "the file is empty.", f"Write the {what}.")
+            width = len(header)
+            for line, row in enumerate(rows, start=2):
+                if row and len(row) != width:
+                    raise DatasetError(
+                        path,
+                        "row length",
+                        f"line {line} has {len(row)} fields where the header has {width}.",
+                        "Give every row one value per header column (comma-separated).",
+                    )
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            path, "encoding", f"not UTF-8 text ({exc.reason}).", "Save the CSV as UTF-8."
+        ) from None
+    if width == 1 and any(sep in header[0] for sep in (";", "\t", "|")):
+        raise DatasetError(
+            path,
+            "separator",
+            f"the header '{header[0][:60]}' holds no comma but other separators: the file is "
+            "not comma-separated.",
+            "Save it with commas between fields (pandas: df.to_csv(path, index=False)).",
+        )
+    names = [h.strip() for h in header]
+    empty = [j for j, n in enumerate(names) if not n]
+    if empty and empty != [0]:  # an unnamed first column is an index pandas wrote
+        raise DatasetError(
+            path, "header", f"header column {empty[-1]} has no name.", "Name every column."
+        )
+    dupes = sorted({n for n in names if n and names.count(n) > 1})
+    if dupes:
+        raise DatasetError(
+            path,
+            "header",
+            f"column name(s) {dupes} appear more than once, so a column cannot be named "
+            "unambiguously.",
+            "Give every column a unique name.",
+        )
+    try:
+        return pd.read_csv(path)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise DatasetError(path, "readable", f"pandas could not read it ({exc}).") from None

@@ -309,15 +309,7 @@ def _load_labels(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise _err(path, "exists", "the labels file does not exist.", "Check data.labels_path.")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise _err(
-            path,
-            "readable",
-            f"not a readable NumPy .npy file of plain numbers ({exc}); pickles are refused.",
-            "Save the labels with numpy.save(path, labels).",
-        ) from None
+    return load_array(path, kinds="fiub")
 
 
 # ============================================================================ task
@@ -423,6 +415,18 @@ class ClassifierTask(BatchTask):
                 "both classes.",
                 "Add positive sequences or lower data.split's validation/test fractions.",
             )
+        for split in ("validation", "test"):
+            held = y[rows[split]]
+            if held.size and (held.min() == held.max()):
+                raise _err(
+                    where,
+                    f"{split} classes",
+                    f"after the stratified split the {split} split holds {int(held.sum())} "
+                    f"positive(s) of {held.size} sequences (of {n_pos} positives in all): its "
+                    "AUC-PR, the selection metric, is undefined, so every grid point would "
+                    "train and selection would then fail.",
+                    "Add positive sequences or raise data.split's validation/test fractions.",
+                )
         return {s: {"x": x[idx], "y": y[idx]} for s, idx in rows.items()}
 
     def validate(self, arrays: Mapping[str, np.ndarray], path: str | Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..validation import DatasetError
+from ..validation import DatasetError, load_array, read_csv_strict
 from .base import SPLITS, Arrays, BatchTask, grad_norm, split_rows
 
 MIN_SITES = 10
@@ -331,31 +331,15 @@ def check_matrix_rows(x: np.ndarray, path: str | Path) -> np.ndarray:
 
 
 def _read_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DatasetError(
-            path,
-            "readable",
-            f"not a readable NumPy .npy array of numbers ({exc}); pickles and object arrays "
-            "are refused.",
-            "Save the matrix with numpy.save(path, matrix.astype(numpy.uint8)).",
-        ) from None
+    """The project's safe reader: header checked by hand, no pickles, no complex values."""
+    return load_array(path, kinds="fiub")
 
 
 def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(matrix, species names, site ids or None) from a CSV with a header of species names."""
     import pandas as pd
 
-    try:
-        frame = pd.read_csv(path)
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DatasetError(
-            path,
-            "readable",
-            f"pandas could not read it as CSV ({exc}).",
-            "Write a header row of species names, then one row of 0/1 per site.",
-        ) from None
+    frame = read_csv_strict(path, "header row of species names, then one row of 0/1 per site")
     site_ids = None
     numeric = pd.api.types.is_numeric_dtype  # bool counts as numeric; text (object/str) not
     if frame.shape[1] and not numeric(frame.dtypes.iloc[0]):
