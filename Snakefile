@@ -16,6 +16,10 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# The report's landing page: the experiment's headline table (workflow/report/workflow.rst).
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
@@ -34,6 +38,7 @@ rule all:
 # jobs take seconds, and a cluster queue would only add waiting.
 localrules:
     all,
+    headline_table,
     generate_data,
     validate_dataset,
     select_checkpoint,

@@ -104,7 +104,7 @@ def sweep_histories(wildcards):
 
 
 def final_outputs():
-    outputs = ["results/sweep/summary.csv"]
+    outputs = ["results/sweep/summary.csv", "results/sweep/headline.csv"]
     if not TASK.batch:
         outputs.append("results/plots/learnability.png")
     for name in EXPERTS:

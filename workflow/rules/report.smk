@@ -32,7 +32,9 @@ rule plot_sweep_curves:
             caption="../report/sweep_curves.rst",
             category="Sweep",
             subcategory="{dataset}",
-            labels={"figure": "validation MSE per grid point"},
+            labels={
+                "figure": f"validation {TASK.monitor.removeprefix('val_')} per grid point"
+            },
         ),
     log:
         "results/logs/plot_sweep_curves/{dataset}.log",
@@ -127,3 +129,27 @@ if TASK.batch:
             title=lambda wildcards: f"{config['task']}, dataset {wildcards.dataset}",
         script:
             "../../scripts/plot_task.py"
+
+
+# The headline (one row per dataset: the selected grid point and its test scores), shown on
+# the report's landing page (workflow/report/workflow.rst) and as a table of its own.
+rule headline_table:
+    input:
+        "results/sweep/summary.csv",
+    output:
+        report(
+            "results/sweep/headline.csv",
+            caption="../report/headline.rst",
+            category="Sweep",
+            labels={"table": "selected models"},
+        ),
+    log:
+        "results/logs/headline_table.log",
+    conda:
+        "../envs/statetrain.yaml"
+    params:
+        metric=TASK.selection_metric,
+        criterion=f"{'lowest' if TASK.mode == 'min' else 'highest'} frozen validation "
+        f"{TASK.selection_metric}",
+    script:
+        "../../scripts/headline_table.py"
