@@ -95,6 +95,29 @@ def test_a_yaml_alias_bomb_is_refused_quickly_and_small(tmp_path):
     assert grown_mb < 200
 
 
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        ({"training": {"seed": 10**30}}, "maximum of 4294967295"),
+        ({"data": {"frequencies": [1, 700]}}, "alias"),
+        ({"data": {"duration_s": 10**6}}, "rows per stream"),
+        ({"grid": {"seed": list(range(400)), "lr": [1e-4 * (i + 1) for i in range(300)]}}, "grid"),
+        ({"data": {"fs": "1.0e3"}}, r"write exponents with a sign"),
+        ([1, 2], "not a mapping"),
+    ],
+)
+def test_values_the_code_cannot_run_are_refused(cfg, match):
+    with pytest.raises(ConfigError, match=match):
+        validate_config(cfg)
+
+
+def test_a_config_file_that_is_not_text_is_refused(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not valid YAML text"):
+        load_config(path)
+
+
 @pytest.mark.parametrize("name", ["spec\n", "a/b", "../x", "1abc", "a b"])
 def test_dataset_names_must_match_in_full(name):
     with pytest.raises(ConfigError, match="datasets"):

@@ -118,22 +118,40 @@ def _deepest(err: Any) -> Any:
     return err
 
 
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _format_error(err: Any) -> str:
     where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
     sub = err.schema if isinstance(err.schema, dict) else {}
     allowed = ""
-    if "enum" in sub:
+    if err.validator == "type" and isinstance(err.instance, str) and _looks_numeric(err.instance):
+        allowed = (
+            f" YAML reads '{err.instance}' as text: write exponents with a sign and a dot "
+            "(1.0e+12, 1.0e-3) or write the number out."
+        )
+    elif "enum" in sub:
         allowed = f" Allowed values: {', '.join(map(str, sub['enum']))}."
     elif err.validator == "additionalProperties":
         allowed = f" Known keys here: {', '.join(sorted(sub.get('properties', {})))}."
     elif err.validator == "propertyNames" and "enum" in sub.get("propertyNames", {}):
         allowed = f" Allowed keys: {', '.join(sub['propertyNames']['enum'])}."
-    return f"config key '{where}': {err.message}.{allowed}"
+    message = (
+        err.message if len(err.message) <= 300 else f"{err.message[:200]} … {err.message[-80:]}"
+    )
+    return f"config key '{where}': {message}.{allowed}"
 
 
 # A real experiment config holds a few hundred values; YAML aliases can make a 550-byte file
 # expand to billions (an "alias bomb"), which validation would then walk.
 MAX_CONFIG_VALUES = 100_000
+MAX_STREAM_ROWS = 50_000_000  # rows of one generated stream (four streams × 4 bytes × 6 cols)
+MAX_GRID_POINTS = 100_000
 MAX_CONFIG_DEPTH = 32
 
 
@@ -255,9 +273,13 @@ def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) 
         if not path.is_file():
             raise ConfigError(f"Config file '{path}' does not exist. Pass an existing YAML file.")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"Config file '{path}' is not valid YAML: {exc}") from exc
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise ConfigError(
+                f"Config file '{path}' is not valid YAML text ({detail}). Fix the syntax (a "
+                "YAML linter points at the line) or pass the right file."
+            ) from None
         if not isinstance(data, dict):
             raise ConfigError(f"Config file '{path}' must hold a mapping at the top level.")
         deep_update(merged, data)
@@ -307,6 +329,19 @@ def dataset_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
     if lo > hi:
         raise ConfigError(f"dataset '{name}': amplitude_range [{lo}, {hi}] must be increasing.")
     rows = round(spec["duration_s"] * spec["fs"])
+    if rows > MAX_STREAM_ROWS and not user_paths(spec):
+        raise ConfigError(
+            f"dataset '{name}': duration_s × fs = {rows:,} rows per stream, more than "
+            f"{MAX_STREAM_ROWS:,} (the generated splits would not fit in memory). Lower "
+            "duration_s or fs."
+        )
+    aliased = [f for f in spec["frequencies"] if f >= spec["fs"] / 2]
+    if aliased:
+        raise ConfigError(
+            f"dataset '{name}': frequencies {aliased} are at or above half the sampling rate "
+            f"fs/2 = {spec['fs'] / 2:g} Hz, so their samples alias to other frequencies. Raise "
+            "fs or drop those frequencies."
+        )
     if rows < spec["min_stream_length"] and not user_paths(spec):
         raise ConfigError(
             f"dataset '{name}': duration_s × fs = {rows} rows per stream, fewer than "
@@ -410,6 +445,12 @@ def grid_points(cfg: Mapping[str, Any], dataset: str | None = None) -> list[dict
     """
     grid = cfg.get("grid") or {}
     if grid:
+        size = math.prod(len(v) for v in grid.values())
+        if size > MAX_GRID_POINTS:
+            raise ConfigError(
+                f"The grid has {size:,} points, more than {MAX_GRID_POINTS:,}: every point is "
+                "a training run. Split the sweep into several configs or use fewer values."
+            )
         keys = list(grid)
         points = [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*grid.values())]
     else:
