@@ -8,106 +8,14 @@ expert meets exactly the rows it was scored on). By hand:
   python scripts/combine_experts.py --config config/experts.yaml --experts experts
 """
 
-import logging
-
 from statetrain import scripting
-from statetrain.checkpoint import save_checkpoint_file
 from statetrain.config import dataset_spec, expert_spec
-from statetrain.io import read_json, write_json
-from statetrain.model import ExpertLSTM
-from statetrain.runner import load_model, load_split
-from statetrain.trainer import predict
-
-log = logging.getLogger("statetrain")
-
-
-def main(
-    name: str,
-    members: list[str],
-    member_streams: list[float],
-    frequencies: list[float],
-    model_paths: list[str],
-    metrics_paths: list[str],
-    split_paths: dict[str, str],
-    out_model: str,
-    out_metrics: str,
-    out_selection: str,
-) -> dict:
-    from statetrain.metrics import evaluate_streams
-
-    loaded = [load_model(p) for p in model_paths]
-    member_metrics = [read_json(p) for p in metrics_paths]
-    # Expert k serves frequency k (the k-th one-hot column). Where several members train an
-    # expert for the same frequency (e.g. two recipes for 1 Hz), the lowest frozen validation
-    # MSE on their own split wins; the test split plays no part.
-    order = []
-    for f in frequencies:
-        candidates = [i for i, s in enumerate(member_streams) if s == f]
-        val = [member_metrics[i]["validation"]["overall"]["mse"] for i in candidates]
-        order.append(candidates[val.index(min(val))])
-        if len(candidates) > 1:
-            log.info(
-                "%g Hz: %s chosen among %s (validation MSE %s)",
-                f,
-                members[order[-1]],
-                [members[i] for i in candidates],
-                ", ".join(f"{v:.6f}" for v in val),
-            )
-    model = ExpertLSTM([loaded[i][0] for i in order])
-    scores = {}
-    for split, path in split_paths.items():
-        data = load_split(path)
-        pred = predict(model, data, "stream")
-        scores[split] = evaluate_streams(data.y, pred, data.starts, data.columns, frequencies)
-    payload = {
-        "epoch": None,
-        "model_state_dict": model.state_dict(),
-        "model_args": {"experts": [loaded[i][1]["model_args"] for i in order]},
-        "frequencies": list(frequencies),
-        "state_reset": "stream",
-        "members": [members[i] for i in order],
-    }
-    save_checkpoint_file(payload, out_model)
-    metrics = {
-        "dataset": name,
-        "grid_point": "experts",
-        "members": [members[i] for i in order],
-        "engine": "torch",
-        "epochs": max(m["epochs"] for m in member_metrics),
-        "best_epoch": None,
-        "train_seconds": sum(m["train_seconds"] for m in member_metrics),
-        "member_selection": {members[i]: member_metrics[i]["selected"] for i in order},
-        "candidates": {
-            m: member_metrics[i]["validation"]["overall"]["mse"] for i, m in enumerate(members)
-        },
-        **scores,
-    }
-    write_json(metrics, out_metrics)
-    write_json(
-        {
-            "dataset": name,
-            "criterion": "each expert selected on its own frozen validation split; several "
-            "members of one frequency: the lowest validation MSE",
-            "selected": "experts",
-            "members": metrics["member_selection"],
-        },
-        out_selection,
-    )
-    log.info(
-        "%s: %d experts, validation MSE %.6f, test MSE %.6f (%s)",
-        name,
-        len(order),
-        scores["validation"]["overall"]["mse"],
-        scores["test"]["overall"]["mse"],
-        ", ".join(f"{k} {v['mse']:.5f}" for k, v in scores["test"].items() if k != "overall"),
-    )
-    return metrics
-
+from statetrain.experts import combine_experts
 
 if "snakemake" in globals():
     sm = globals()["snakemake"]
     with scripting.rule_logging(sm.log[0]):
-        main(
+        combine_experts(
             sm.wildcards.dataset,
             sm.params.members,
             sm.params.member_streams,
@@ -128,7 +36,7 @@ elif __name__ == "__main__":
     spec = expert_spec(cfg, args.experts)
     best = scripting.BEST.format(dataset=args.experts)
     with scripting.rule_logging(args.log, echo=True):
-        main(
+        combine_experts(
             args.experts,
             members,
             [dataset_spec(cfg, m)["streams"][0] for m in members],

@@ -9,7 +9,7 @@ training. By hand:
 from pathlib import Path
 
 from statetrain import plots, scripting
-from statetrain.runner import load_model
+from statetrain.checkpoint import load_model
 from statetrain.trainer import Split, predict
 from statetrain.validation import load_array
 

@@ -9,34 +9,21 @@ import sys
 from pathlib import Path
 
 from statetrain import cli, scripting
-from statetrain.runner import train_batch_run, train_run
+from statetrain.runner import run
 
 if "snakemake" in globals():
     sm = globals()["snakemake"]
-    paths = {"train": sm.input.train, "validation": sm.input.validation, "test": sm.input.test}
+    paths = {s: sm.input[s] for s in ("train", "validation", "test")}
     training = {**sm.params.training, "threads": sm.threads}
-    out_dir = Path(sm.output.model).parent
     with scripting.rule_logging(sm.log[0]):
-        if sm.params.task != "frequency":
-            train_batch_run(
-                sm.params.task,
-                training,
-                paths,
-                out_dir,
-                sm.params.data,
-                labels=sm.params.labels,
-                logging_cfg=sm.params.logging,
-            )
-        else:
-            train_run(
-                training,
-                paths,
-                out_dir,
-                sm.params.frequencies,
-                min_stream_length=sm.params.min_stream_length,
-                labels=sm.params.labels,
-                logging_cfg=sm.params.logging,
-                data_spec=sm.params.data,
-            )
+        run(
+            sm.params.task,
+            sm.params.data,
+            training,
+            paths,
+            Path(sm.output.model).parent,
+            labels=sm.params.labels,
+            logging_cfg=sm.params.logging,
+        )
 elif __name__ == "__main__":
     sys.exit(cli.main(["train", *sys.argv[1:]]))

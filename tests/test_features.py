@@ -15,6 +15,8 @@ from statetrain.trainer import Split, get_device
 
 from .conftest import small
 
+FREQ = {"frequencies": [1, 3, 5, 7]}
+
 
 def test_metrics_tracker():
     t = MetricsTracker()
@@ -37,7 +39,7 @@ def train(training_cfg, small_paths, out, **overrides):
     cfg = {**training_cfg}
     for key, value in overrides.items():
         cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
-    return runner.train_run(cfg, small_paths, out, [1, 3, 5, 7], labels={"dataset": "t"})
+    return runner.run("frequency", FREQ, cfg, small_paths, out, labels={"dataset": "t"})
 
 
 def history(out):
@@ -211,11 +213,12 @@ def test_tensorboard_logger_writes_scalars_and_the_figure(training_cfg, small_pa
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "tb"
-    runner.train_run(
+    runner.run(
+        "frequency",
+        FREQ,
         {**training_cfg, "epochs": 3},
         small_paths,
         out,
-        [1, 3, 5, 7],
         logging_cfg={"tensorboard": True},
     )
     acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
@@ -224,7 +227,7 @@ def test_tensorboard_logger_writes_scalars_and_the_figure(training_cfg, small_pa
     assert [e.step for e in acc.Scalars("val_mse")] == [1, 2, 3]
     assert acc.Scalars("train_loss")[2].value == pytest.approx(history(out)["train_loss"][2])
     assert "val_mse/3hz" in tags["scalars"]
-    assert "predictions/validation" in tags["images"]
+    assert "figures/validation_predictions" in tags["images"]
 
 
 def test_mlflow_logger_records_params_metrics_and_artifacts(
@@ -236,11 +239,12 @@ def test_mlflow_logger_records_params_metrics_and_artifacts(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "ml"
-    runner.train_run(
+    runner.run(
+        "frequency",
+        FREQ,
         {**training_cfg, "epochs": 2},
         small_paths,
         out,
-        [1, 3, 5, 7],
         labels={"dataset": "t", "grid_point": "lr~0.001"},
         logging_cfg={"mlflow": True, "mlflow_experiment": "test"},
     )

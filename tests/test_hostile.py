@@ -26,7 +26,14 @@ LABELS = {"dataset": "t", "grid_point": "g"}
 
 
 def run(training_cfg, paths, out, **overrides):
-    return runner.train_run({**training_cfg, **overrides}, paths, out, [1, 3, 5, 7], labels=LABELS)
+    return runner.run(
+        "frequency",
+        {"frequencies": [1, 3, 5, 7]},
+        {**training_cfg, **overrides},
+        paths,
+        out,
+        labels=LABELS,
+    )
 
 
 @pytest.fixture

@@ -31,8 +31,8 @@ def _train(tmp_path: Path, training: dict, paths: dict, *, echo: bool = False, p
         "from statetrain import runner, scripting\n"
         "training, paths, out, log, echo, progress = json.loads(sys.argv[1])\n"
         "with scripting.rule_logging(log, echo=echo):\n"
-        "    runner.train_run(training, paths, out, [1, 3, 5, 7], progress=progress,\n"
-        "                     labels={'dataset': 't', 'grid_point': 'g'})\n"
+        "    runner.run('frequency', {'frequencies': [1, 3, 5, 7]}, training, paths, out,\n"
+        "               progress=progress, labels={'dataset': 't', 'grid_point': 'g'})\n"
     )
     log = tmp_path / "train.log"
     args = [training, {k: str(v) for k, v in paths.items()}, str(tmp_path / "run")]

@@ -8,6 +8,7 @@ import torch
 
 from statetrain import runner
 from statetrain.checkpoint import load_checkpoint_file
+from statetrain.trainer import StatefulTrainer
 
 
 def weights(path):
@@ -21,11 +22,12 @@ def assert_same_weights(a, b):
 
 
 def run(training_cfg, small_paths, out, **overrides):
-    return runner.train_run(
+    return runner.run(
+        "frequency",
+        {"frequencies": [1, 3, 5, 7]},
         {**training_cfg, **overrides},
         small_paths,
         out,
-        [1, 3, 5, 7],
         labels={"dataset": "t", "grid_point": "g"},
     )
 
@@ -62,19 +64,19 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(
 ):
     run(training_cfg, small_paths, tmp_path / "straight")
 
-    real = runner.StatefulTrainer.run_epoch
+    real = StatefulTrainer.run_epoch
 
     def crash_in_epoch_3(self):
         if self.epoch == 2:
             raise RuntimeError("simulated crash")
         return real(self)
 
-    monkeypatch.setattr(runner.StatefulTrainer, "run_epoch", crash_in_epoch_3)
+    monkeypatch.setattr(StatefulTrainer, "run_epoch", crash_in_epoch_3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(training_cfg, small_paths, tmp_path / "crashed")
     assert not (tmp_path / "crashed" / "best_model.pth").exists()
     assert load_checkpoint_file(tmp_path / "crashed" / "last.pth")["epoch"] == 2
-    monkeypatch.setattr(runner.StatefulTrainer, "run_epoch", real)
+    monkeypatch.setattr(StatefulTrainer, "run_epoch", real)
 
     with caplog.at_level(logging.INFO, logger="statetrain"):
         run(training_cfg, small_paths, tmp_path / "crashed")
@@ -128,8 +130,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(training_cfg, small_pa
     cfg = {**training_cfg, "epochs": 6, "engine": "torch"}  # slow enough to interrupt
     code = (
         "import json, sys; from statetrain import runner; "
-        "runner.train_run(json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], "
-        "[1, 3, 5, 7], labels={'dataset': 't', 'grid_point': 'g'})"
+        "runner.run('frequency', {'frequencies': [1, 3, 5, 7]}, json.loads(sys.argv[1]), "
+        "json.loads(sys.argv[2]), sys.argv[3], labels={'dataset': 't', 'grid_point': 'g'})"
     )
     paths = json.dumps({k: str(v) for k, v in small_paths.items()})
     out = tmp_path / "killed"
@@ -166,8 +168,8 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(training_cfg, small_paths, tm
     code = (
         "import json, sys, logging; from statetrain import runner; "
         "logging.basicConfig(level=logging.INFO); "
-        "runner.train_run(json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], "
-        "[1, 3, 5, 7], labels={'dataset': 't', 'grid_point': 'g'})"
+        "runner.run('frequency', {'frequencies': [1, 3, 5, 7]}, json.loads(sys.argv[1]), "
+        "json.loads(sys.argv[2]), sys.argv[3], labels={'dataset': 't', 'grid_point': 'g'})"
     )
     paths = json.dumps({k: str(v) for k, v in small_paths.items()})
     out = tmp_path / "term"

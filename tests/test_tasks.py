@@ -70,7 +70,7 @@ def test_bad_task_configs_name_the_key(cfg, needle):
 def test_vae_run_beats_the_trivial_baseline_and_resumes_exactly(tmp_path):
     _, training, spec, paths = prepare("vae", VAE_DATA, tmp_path, VAE_TRAINING)
     labels = {"dataset": "d", "grid_point": "g"}
-    straight = runner.train_batch_run("vae", training, paths, tmp_path / "a", spec, labels=labels)
+    straight = runner.run("vae", spec, training, paths, tmp_path / "a", labels=labels)
     test, base = straight["test"]["overall"], straight["baseline"]["test"]
     # Frozen test reconstruction better than the per-species frequency, and held-out
     # presences ranked better than by prevalence.
@@ -81,10 +81,8 @@ def test_vae_run_beats_the_trivial_baseline_and_resumes_exactly(tmp_path):
     assert straight["best_epoch"] == 1 + int(np.argmin(history["val_loss"]))
 
     # Interrupted after 5 epochs, then resumed to 20: the same weights and history.
-    runner.train_batch_run(
-        "vae", {**training, "epochs": 5}, paths, tmp_path / "b", spec, labels=labels
-    )
-    resumed = runner.train_batch_run("vae", training, paths, tmp_path / "b", spec, labels=labels)
+    runner.run("vae", spec, {**training, "epochs": 5}, paths, tmp_path / "b", labels=labels)
+    resumed = runner.run("vae", spec, training, paths, tmp_path / "b", labels=labels)
     assert_same_weights(
         weights(tmp_path / "a/best_model.pth"), weights(tmp_path / "b/best_model.pth")
     )
@@ -93,8 +91,8 @@ def test_vae_run_beats_the_trivial_baseline_and_resumes_exactly(tmp_path):
     assert again["val_loss"] == history["val_loss"]
 
     # A change that shapes the weights starts afresh, the old state set aside.
-    runner.train_batch_run(
-        "vae", {**training, "beta": 0.5, "epochs": 1}, paths, tmp_path / "b", spec, labels=labels
+    runner.run(
+        "vae", spec, {**training, "beta": 0.5, "epochs": 1}, paths, tmp_path / "b", labels=labels
     )
     assert (tmp_path / "b" / "last.pth.previous").is_file()
 
@@ -105,7 +103,7 @@ def test_a_corrupt_batch_split_is_refused(tmp_path):
     from statetrain.validation import DatasetError
 
     with pytest.raises(DatasetError, match="readable"):
-        runner.train_batch_run("vae", training, paths, tmp_path / "r", spec)
+        runner.run("vae", spec, training, paths, tmp_path / "r")
     assert not (tmp_path / "r" / "best_model.pth").exists()
 
 
@@ -181,7 +179,7 @@ def test_classifier_run_beats_the_positive_rate(tmp_path):
     data = {"sequences": 600, "length": 60, "channels": 4, "seed": 1}
     training = {"hidden_size": 32, "num_layers": 1, "epochs": 10, "batch_size": 32}
     _, training, spec, paths = prepare("classifier", data, tmp_path, training)
-    metrics = runner.train_batch_run("classifier", training, paths, tmp_path / "c", spec)
+    metrics = runner.run("classifier", spec, training, paths, tmp_path / "c")
     test = metrics["test"]["overall"]
     assert test["auc_pr"] >= 3 * test["positive_rate"]
     assert test["auc_roc"] > 0.8

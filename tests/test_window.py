@@ -37,9 +37,9 @@ def two_streams(tmp_path_factory):
 def test_window_training_learns_what_the_seed_loop_cannot(two_streams, tmp_path):
     cfg, spec, paths = two_streams
     window = training_config(cfg, {"mode": "window", "state_reset": "stream"})
-    learned = runner.train_run(window, paths, tmp_path / "w", spec["frequencies"], data_spec=spec)
+    learned = runner.run("frequency", spec, window, paths, tmp_path / "w")
     online = training_config(cfg, {"lr": 1e-3})
-    seed_loop = runner.train_run(online, paths, tmp_path / "o", spec["frequencies"])
+    seed_loop = runner.run("frequency", spec, online, paths, tmp_path / "o")
     assert learned["test"]["overall"]["mse"] < 0.05  # measured 0.0074
     assert seed_loop["test"]["overall"]["mse"] > 0.3  # the seed's loop: ~0.5, nothing learned
     history = load_checkpoint_file(tmp_path / "w" / "last.pth")["history"]
@@ -49,11 +49,9 @@ def test_window_training_learns_what_the_seed_loop_cannot(two_streams, tmp_path)
 def test_window_training_resumes_exactly(two_streams, tmp_path, monkeypatch):
     cfg, spec, paths = two_streams
     training = training_config(cfg, {"mode": "window", "state_reset": "stream", "epochs": 4})
-    runner.train_run(training, paths, tmp_path / "straight", spec["frequencies"], data_spec=spec)
-    runner.train_run(
-        {**training, "epochs": 2}, paths, tmp_path / "r", spec["frequencies"], data_spec=spec
-    )
-    runner.train_run(training, paths, tmp_path / "r", spec["frequencies"], data_spec=spec)
+    runner.run("frequency", spec, training, paths, tmp_path / "straight")
+    runner.run("frequency", spec, {**training, "epochs": 2}, paths, tmp_path / "r")
+    runner.run("frequency", spec, training, paths, tmp_path / "r")
     a = load_checkpoint_file(tmp_path / "straight" / "last.pth")
     b = load_checkpoint_file(tmp_path / "r" / "last.pth")
     assert a["window_state"] == b["window_state"]
@@ -98,9 +96,7 @@ def test_a_per_frequency_expert_sees_the_full_mixture_and_learns(tmp_path):
         dataset_spec(validate_config({"data": {"duration_s": 0.5}}), "spec"), "train"
     )
     np.testing.assert_array_equal(data[:, 0], full[:500, 0])  # the same 4-sine mixture
-    metrics = runner.train_run(
-        training_config(cfg, {}), paths, tmp_path / "run", [1, 3, 5, 7], data_spec=spec
-    )
+    metrics = runner.run("frequency", spec, training_config(cfg, {}), paths, tmp_path / "run")
     assert set(metrics["test"]) == {"overall", "7hz"}
     assert metrics["test"]["overall"]["mse"] < 0.05
 

@@ -23,7 +23,7 @@ _EXPORTS = {
     "regression_metrics": "metrics",
     "FrequencyLSTM": "model",
     "load_model": "checkpoint",
-    "train_run": "runner",
+    "run": "runner",
     "StatefulTrainer": "trainer",
     "TrainingError": "trainer",
     "get_device": "trainer",

@@ -12,7 +12,7 @@ import csv
 import logging
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -194,12 +194,16 @@ class TensorBoardLogger(Callback):
                 self.writer.add_scalar(key.replace("val_mse_", "val_mse/"), value, epoch)
         self.writer.flush()
 
-    def add_figure(self, tag: str, figure: Any, step: int) -> None:
-        """Works after on_train_end too (the figure is made once training is over)."""
+    def add_images(self, paths: Sequence[str | Path], step: int) -> None:
+        """PNG figures of the finished run, tagged by file name (works after on_train_end:
+        the figures are made once training is over)."""
+        import matplotlib.image
         from torch.utils.tensorboard import SummaryWriter
 
         with SummaryWriter(str(self.log_dir)) as writer:
-            writer.add_figure(tag, figure, step, close=False)
+            for path in paths:
+                image = matplotlib.image.imread(str(path))[..., :3]
+                writer.add_image(f"figures/{Path(path).stem}", image, step, dataformats="HWC")
 
     def on_train_end(self, trainer: Any) -> None:
         if self.writer is not None:

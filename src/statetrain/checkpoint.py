@@ -165,7 +165,7 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
     shapes: a checkpoint whose arguments lie about its weights is refused before anything
     of the claimed size is allocated.
     """
-    from .tasks import TASK_NAMES, model_from_args
+    from .tasks import TASK_NAMES, task_class
 
     ckpt = load_checkpoint_file(path)
     task = ckpt.get("task", "frequency")
@@ -175,10 +175,10 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
             f"(known: {', '.join(TASK_NAMES)})."
         )
     args = ckpt.get("model_args") or {}
-    training = ckpt.get("config") if isinstance(ckpt.get("config"), Mapping) else {}
+    builder = task_class(task).from_checkpoint(ckpt)
     try:
         with torch.device("meta"):
-            skeleton = model_from_args(task, args, training)
+            skeleton = builder.model_from_args(args)
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(
             f"Checkpoint '{path}' has model_args {args} that do not build a {task} model "
@@ -193,7 +193,7 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
             f"differences, name and shape: {diff}). The file was altered or is not a "
             "statetrain checkpoint; retrain it."
         )
-    model = model_from_args(task, args, training)
+    model = builder.model_from_args(args)
     model.load_state_dict(ckpt["model_state_dict"])
     model.eval()
     return model, ckpt

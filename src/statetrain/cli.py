@@ -36,7 +36,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def train(args: argparse.Namespace) -> dict:
     """One run, resumable, into the directory the workflow would use for that grid point."""
-    from .runner import train_batch_run, train_run
+    from .runner import run
 
     cfg = scripting.load(args)
     point = scripting.parse_assignments(args.set)
@@ -57,20 +57,15 @@ def train(args: argparse.Namespace) -> dict:
     out = args.out or root.format(dataset=args.dataset, grid_point=name)
     labels = {"dataset": args.dataset, "grid_point": name}
     with scripting.rule_logging(args.log, echo=True):
-        if task != "frequency":
-            return train_batch_run(
-                task, training, paths, out, spec, labels=labels, logging_cfg=cfg["logging"]
-            )
-        return train_run(
+        return run(
+            task,
+            spec,
             training,
             paths,
             out,
-            spec["frequencies"],
-            min_stream_length=spec["min_stream_length"],
             labels=labels,
-            progress=True,
             logging_cfg=cfg["logging"],
-            data_spec=spec,
+            progress=True,
         )
 
 

@@ -1,23 +1,22 @@
 """Using a trained model: frozen metrics and predictions of any checkpoint on a data file.
 
-What `statetrain evaluate` and `statetrain predict` run. The model is rebuilt from the
-checkpoint by its own task (`checkpoint.load_model`), the data file is read with the same safe
-readers and checked with the same checks as in training, and nothing here writes over an
+What `statetrain evaluate` and `statetrain predict` run, for every task: the checkpoint names
+its task, the task rebuilds the model (`checkpoint.load_model`), reads and checks the data
+file with the same checks as in training, and scores or predicts. Nothing here writes over an
 input: the output path is compared with the checkpoint and the data before any work is done.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .checkpoint import load_model
 from .io import refuse_overwrite, write_npy, write_text
+from .tasks import task_class
 from .validation import DatasetError
 
 log = logging.getLogger("statetrain")
@@ -25,65 +24,31 @@ log = logging.getLogger("statetrain")
 PREDICTION_SUFFIXES = (".npy", ".csv")
 
 
-def _expect_suffix(data: str | Path, task: str) -> None:
-    want = ".npy" if task == "frequency" else ".npz"
+def _task_and_split(ckpt: dict, data: str | Path) -> tuple[Any, Any]:
+    """The checkpoint's task and the split file read and checked by it."""
+    task_name = ckpt.get("task", "frequency")
+    task = task_class(task_name).from_checkpoint(ckpt)
+    want = f".{task.split_suffix}"
     if Path(data).suffix != want:
         raise DatasetError(
             data,
             "format",
-            f"a {task}-task checkpoint reads {want} split files, and this file is "
+            f"a {task_name}-task checkpoint reads {want} split files, and this file is "
             f"'{Path(data).suffix or 'without suffix'}'.",
-            f"Pass a split of the checkpoint's task (the workflow writes them under "
+            "Pass a split of the checkpoint's task (the workflow writes them under "
             f"results/data/<dataset>/<split>{want}).",
         )
-
-
-def _frequency_split(data: str | Path, ckpt: Mapping[str, Any]) -> Any:
-    from .trainer import Split
-    from .validation import load_array, validate_array
-
-    array = load_array(data)
-    validate_array(array, path=data)
-    split = Split.from_array(array)
-    inputs = int(getattr(ckpt.get("model_args"), "get", lambda *_: 0)("input_size", 0) or 0)
-    if inputs and split.x.shape[1] != inputs:
-        raise DatasetError(
-            data,
-            "columns",
-            f"the file has {split.x.shape[1]} input columns and the model takes {inputs}.",
-            "Pass a split with the same frequencies as the model was trained on.",
-        )
-    return split
-
-
-def _batch_split(data: str | Path, task: Any) -> dict[str, np.ndarray]:
-    from .tasks.base import load_split
-
-    arrays = load_split(data)
-    task.validate(arrays, data)
-    return arrays
+    return task, task.read_split(data)
 
 
 def evaluate_checkpoint(
     checkpoint: str | Path, data: str | Path, *, state_reset: str | None = None
 ) -> dict[str, Any]:
-    """Frozen-weight metrics of `checkpoint` on the split file `data` (state carried as the
-    checkpoint was scored in training, unless `state_reset` says otherwise)."""
-    from .tasks import get_task
-
+    """Frozen-weight metrics of `checkpoint` on the split file `data` (stateful models: the
+    state carried as the checkpoint was scored in training, unless `state_reset` says)."""
     model, ckpt = load_model(checkpoint)
-    task_name = ckpt.get("task", "frequency")
-    _expect_suffix(data, task_name)
-    if task_name == "frequency":
-        from .metrics import evaluate_streams
-        from .trainer import predict
-
-        split = _frequency_split(data, ckpt)
-        pred = predict(model, split, state_reset or ckpt.get("state_reset") or "epoch")
-        freqs = ckpt.get("frequencies") or list(range(1, 1 + len(split.starts)))
-        return evaluate_streams(split.y, pred, split.starts, split.columns, freqs)
-    task = get_task(task_name, {}, ckpt.get("config") or {})
-    return {"overall": task.evaluate(model, _batch_split(data, task), torch.device("cpu"))}
+    task, split = _task_and_split(ckpt, data)
+    return task.evaluate_model(model, split, state_reset=state_reset)
 
 
 def predict_checkpoint(
@@ -96,8 +61,6 @@ def predict_checkpoint(
     """Write the frozen model's predictions for every row of `data` to `out` (.npy: a float
     matrix; .csv: named columns), one row per input row (per sequence or site for batch
     tasks). Stateful models carry the state from each stream's start by default."""
-    from .tasks import get_task
-
     out = Path(out)
     if out.suffix not in PREDICTION_SUFFIXES:
         raise DatasetError(
@@ -109,16 +72,8 @@ def predict_checkpoint(
         )
     refuse_overwrite(out, [checkpoint, data])
     model, ckpt = load_model(checkpoint)
-    task_name = ckpt.get("task", "frequency")
-    _expect_suffix(data, task_name)
-    if task_name == "frequency":
-        from .trainer import predict
-
-        split = _frequency_split(data, ckpt)
-        columns = {"prediction": predict(model, split, state_reset or "stream")}
-    else:
-        task = get_task(task_name, {}, ckpt.get("config") or {})
-        columns = task.predict(model, _batch_split(data, task), torch.device("cpu"))
+    task, split = _task_and_split(ckpt, data)
+    columns = task.predict_model(model, split, state_reset=state_reset)
     matrix = np.column_stack([np.asarray(v, dtype=np.float64) for v in columns.values()])
     if out.suffix == ".npy":
         write_npy(matrix.astype(np.float32), out)

@@ -20,9 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
 from .callbacks import (
     Callback,
@@ -37,14 +35,12 @@ from .callbacks import (
 from .checkpoint import CheckpointError, load_checkpoint_file, load_model
 from .config import config_hash, identity
 from .io import write_json
-from .model import FrequencyLSTM
-from .trainer import EpochLoop, Split, StatefulTrainer, get_device, set_seed
-from .validation import file_digest, load_array, validate_array
-from .window import WindowCurriculum
+from .trainer import EpochLoop, set_seed
+from .validation import file_digest
 
 log = logging.getLogger("statetrain")
 
-__all__ = ["load_model", "train_batch_run", "train_run"]
+__all__ = ["load_model", "run", "run_lock"]
 
 RUN_FILES = ("best_model.pth", "metrics.json", "training_history.json", "history.csv")
 
@@ -55,111 +51,6 @@ class Interrupted(Exception):
 
 def _raise_interrupted(signum: int, _frame: Any) -> None:
     raise Interrupted(signal.Signals(signum).name)
-
-
-def load_split(path: str | Path, min_stream_length: int = 1) -> Split:
-    array = load_array(path)
-    validate_array(array, path=path, min_stream_length=min_stream_length)
-    return Split.from_array(array)
-
-
-LOSSES = {
-    "mse": nn.MSELoss,
-    "l1": nn.L1Loss,
-    "huber": nn.HuberLoss,
-    "smooth_l1": nn.SmoothL1Loss,
-}
-
-
-def make_optimizer(training: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
-    name, lr, wd = training["optimizer"], training["lr"], training["weight_decay"]
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=training["momentum"], weight_decay=wd)
-    return torch.optim.RMSprop(params, lr=lr, momentum=training["momentum"], weight_decay=wd)
-
-
-def make_scheduler(training: Mapping[str, Any], optimizer: torch.optim.Optimizer) -> Any:
-    """Stepped once per epoch (plateau: on the monitored frozen metric)."""
-    sch = training["scheduler"]
-    kind = sch["type"]
-    if kind == "none":
-        return None
-    if kind == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode=training["monitor_mode"],
-            factor=sch["factor"],
-            patience=sch["patience"],
-            min_lr=sch["min_lr"],
-        )
-    if kind == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, sch["step_size"], gamma=sch["gamma"])
-    return torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=sch["t_max"] or training["epochs"], eta_min=sch["min_lr"]
-    )
-
-
-def build_trainer(
-    training: Mapping[str, Any],
-    train: Split,
-    validation: Split | None,
-    frequencies: Sequence[float],
-    metadata: Mapping[str, Any] | None = None,
-    progress: bool = False,
-    callbacks: Sequence[Callback] = (),
-    data_spec: Mapping[str, Any] | None = None,
-) -> StatefulTrainer:
-    """Model, loss, optimizer, scheduler and trainer from a `training` config section."""
-    torch.set_num_threads(int(training["threads"]))
-    set_seed(int(training["seed"]))
-    device = get_device(training["device"])
-    model = FrequencyLSTM(
-        input_size=train.x.shape[1],
-        hidden_size=training["hidden_size"],
-        num_layers=training["num_layers"],
-        forget_bias=training["forget_bias"],
-    ).to(device)
-    optimizer = make_optimizer(training, model.parameters())
-    callbacks = list(callbacks) + _early_stopping(training)
-    window = None
-    if training["mode"] == "window":
-        w = training["window"]
-        window = WindowCurriculum(
-            first=w["first"],
-            growth=w["growth"],
-            streak=w["streak"],
-            threshold=w["threshold"],
-            draws=w["draws"],
-            iterations=w["iterations"],
-            lr_floor=w["lr_floor"],
-            seed=int(training["seed"]),
-            spec=data_spec,
-        )
-    return StatefulTrainer(
-        model,
-        train,
-        LOSSES[training["loss"]](),
-        optimizer,
-        device=device,
-        clip_grad_norm=training["clip_grad_norm"],
-        val_loader=validation,
-        tbptt_steps=training["tbptt_steps"],
-        state_reset=training["state_reset"],
-        engine=training["engine"],
-        scheduler=make_scheduler(training, optimizer),
-        max_bad_steps=training["max_bad_steps"],
-        frequencies=frequencies,
-        progress=progress,
-        metadata=metadata,
-        callbacks=callbacks,
-        monitor=training["monitor"] if validation is not None else None,
-        monitor_mode=training["monitor_mode"],
-        window=window,
-    )
 
 
 def _set_aside(last: Path, suffix: str, why: str) -> None:
@@ -248,86 +139,60 @@ def run_lock(out_dir: Path) -> Iterator[None]:
         fh.close()
 
 
-def train_run(
-    training: Mapping[str, Any],
-    paths: Mapping[str, str | Path],
-    out_dir: str | Path,
-    *args: Any,
-    **kwargs: Any,
-) -> dict[str, Any]:
-    """Train (or resume) one run of the frequency task into `out_dir`, holding its lock;
-    the arguments are those of `_train_run`."""
-    with run_lock(Path(out_dir)):
-        return _train_run(training, paths, out_dir, *args, **kwargs)
-
-
-def train_batch_run(
+def run(
     task_name: str,
+    spec: Mapping[str, Any],
     training: Mapping[str, Any],
     paths: Mapping[str, str | Path],
     out_dir: str | Path,
-    *args: Any,
-    **kwargs: Any,
-) -> dict[str, Any]:
-    """Train (or resume) one run of a batch task into `out_dir`, holding its lock; the
-    arguments are those of `_train_batch_run`."""
-    with run_lock(Path(out_dir)):
-        return _train_batch_run(task_name, training, paths, out_dir, *args, **kwargs)
-
-
-def _train_run(
-    training: Mapping[str, Any],
-    paths: Mapping[str, str | Path],
-    out_dir: str | Path,
-    frequencies: Sequence[float],
     *,
-    min_stream_length: int = 1,
     labels: Mapping[str, Any] | None = None,
-    progress: bool = False,
     logging_cfg: Mapping[str, Any] | None = None,
-    data_spec: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Train (or resume) one run into `out_dir`; return its metrics.
+    """Train (or resume) one run of any task into `out_dir`; return its frozen metrics.
 
-    `data_spec` (a config dataset scenario) lets window training draw fresh noise from the
-    generator; without it, windows come from the training file.
-
-    Writes best_model.pth, training_history.json, history.csv and metrics.json (the declared
-    outputs) at the end, and last.pth (the resumable state) after every epoch.
+    `spec` is the dataset scenario, `training` the validated training section of one grid
+    point, `paths` the train/validation/test split files. Writes best_model.pth,
+    training_history.json, history.csv and metrics.json (the declared outputs) at the end,
+    and last.pth (the resumable state) after every epoch.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    train = load_split(paths["train"], min_stream_length)
-    validation = load_split(paths["validation"], min_stream_length)
-    run_hash, metadata = _identity(training, paths, labels)
-    callbacks, loggers = _callbacks(training, logging_cfg, out_dir, labels)
-    if data_spec is not None and any(f"{s}_path" in data_spec for s in paths):
-        data_spec = None  # a user's files: no generator to draw fresh noise from
-    trainer = build_trainer(
-        training, train, validation, frequencies, metadata, progress, callbacks, data_spec
-    )
-    _fit(trainer, training, out_dir, run_hash)
+    from .tasks import get_task
 
-    # The deployable model is the best frozen-validation epoch, scored once on the test set.
-    test = load_split(paths["test"], min_stream_length)
-    metrics = _finish(
-        trainer,
-        training,
-        out_dir,
-        labels,
-        run_hash,
-        {"validation": trainer.evaluate(validation), "test": trainer.evaluate(test)},
-    )
-    finish_loggers(loggers, trainer, validation, out_dir)
-    log.info(
-        "done in %.1fs: best epoch %d, validation MSE %.6f, test MSE %.6f",
-        time.perf_counter() - t_start,
-        trainer.best_epoch,
-        metrics["validation"]["overall"]["mse"],
-        metrics["test"]["overall"]["mse"],
-    )
-    return metrics
+    out_dir = Path(out_dir)
+    with run_lock(out_dir):
+        t_start = time.perf_counter()
+        torch.set_num_threads(int(training["threads"]))
+        set_seed(int(training["seed"]))
+        task = get_task(task_name, spec, training)
+        splits = {s: task.read_split(paths[s]) for s in ("train", "validation")}
+        run_hash, metadata = _identity(training, paths, labels, task_name)
+        callbacks, loggers = _callbacks(training, logging_cfg, out_dir, labels)
+        trainer = task.build_trainer(
+            splits, metadata=metadata, callbacks=callbacks, progress=progress
+        )
+        _fit(trainer, training, out_dir, run_hash)
+        # The deployable model is the best frozen-validation epoch, scored once on the test set.
+        splits["test"] = task.read_split(paths["test"])
+        scores = task.score(trainer, splits)
+        metrics = _finish(trainer, training, out_dir, labels, run_hash, scores)
+        if loggers:
+            figures = task.log_figures(trainer, splits, out_dir)
+            for logger in loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.add_images(figures, trainer.best_epoch)
+            log_artifacts(loggers, out_dir, figures)
+        key = task.selection_metric
+        log.info(
+            "done in %.1fs: best epoch %d, validation %s %.6g, test %s %.6g",
+            time.perf_counter() - t_start,
+            trainer.best_epoch,
+            key,
+            scores["validation"]["overall"][key],
+            key,
+            scores["test"]["overall"][key],
+        )
+        return metrics
 
 
 def _identity(
@@ -367,6 +232,7 @@ def _callbacks(
         CSVLogger(out_dir / "history.csv"),
         EpochProgress(name, training["epochs"]),
         *loggers,
+        *_early_stopping(training),
     ]
     return callbacks, loggers
 
@@ -422,78 +288,6 @@ def _finish(
     return metrics
 
 
-def _train_batch_run(
-    task_name: str,
-    training: Mapping[str, Any],
-    paths: Mapping[str, str | Path],
-    out_dir: str | Path,
-    data_spec: Mapping[str, Any],
-    *,
-    labels: Mapping[str, Any] | None = None,
-    logging_cfg: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train (or resume) one run of a batch task (vae, classifier) into `out_dir`.
-
-    The same contract as `train_run`: last.pth after every epoch, the best frozen-validation
-    epoch scored once on the test split, the declared outputs written at the end. metrics.json
-    holds the task's metrics under validation/test → overall, and the trivial baseline's.
-    """
-    from .batch import BatchTrainer
-    from .tasks import get_task
-    from .tasks.base import load_split as load_npz
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    torch.set_num_threads(int(training["threads"]))
-    set_seed(int(training["seed"]))
-    task = get_task(task_name, data_spec, training)
-    splits = {}
-    for name in ("train", "validation"):
-        splits[name] = load_npz(paths[name])
-        task.validate(splits[name], paths[name])
-    run_hash, metadata = _identity(training, paths, labels, task_name)
-    callbacks, loggers = _callbacks(training, logging_cfg, out_dir, labels)
-    callbacks += _early_stopping(training)
-    model = task.build_model(splits["train"])
-    optimizer = make_optimizer(training, model.parameters())
-    trainer = BatchTrainer(
-        task,
-        model,
-        optimizer,
-        splits["train"],
-        splits["validation"],
-        device=get_device(training["device"]),
-        scheduler=make_scheduler(training, optimizer),
-        seed=int(training["seed"]),
-        metadata=metadata,
-        callbacks=callbacks,
-        monitor=training["monitor"],
-        monitor_mode=training["monitor_mode"],
-    )
-    _fit(trainer, training, out_dir, run_hash)
-    splits["test"] = load_npz(paths["test"])
-    task.validate(splits["test"], paths["test"])
-    scores = {s: {"overall": trainer.evaluate(splits[s])} for s in ("validation", "test")}
-    scores["baseline"] = {
-        s: task.baseline(splits["train"], splits[s]) for s in ("validation", "test")
-    }
-    metrics = _finish(trainer, training, out_dir, labels, run_hash, scores)
-    log_artifacts(loggers, out_dir)
-    key = task.selection_metric
-    log.info(
-        "done in %.1fs: best epoch %d, validation %s %.6f, test %s %.6f (trivial baseline %s)",
-        time.perf_counter() - t_start,
-        trainer.best_epoch,
-        key,
-        scores["validation"]["overall"][key],
-        key,
-        scores["test"]["overall"][key],
-        scores["baseline"]["test"].get(key, "n/a"),
-    )
-    return metrics
-
-
 def _early_stopping(training: Mapping[str, Any]) -> list[Callback]:
     stopping = training["early_stopping"]
     if not stopping["enabled"]:
@@ -533,33 +327,6 @@ def make_loggers(
             MLflowLogger(uri, logging_cfg.get("mlflow_experiment", "statetrain"), name, params)
         )
     return loggers
-
-
-def finish_loggers(
-    loggers: Sequence[Callback], trainer: StatefulTrainer, validation: Split, out_dir: Path
-) -> None:
-    """The prediction figure to TensorBoard; model, metrics and figure to MLflow."""
-    if not loggers:
-        return
-    from . import plots
-
-    array = np.column_stack([validation.x, validation.y])
-    figure_path = out_dir / "validation_predictions.png"
-    fig = plots.prediction_figure(
-        array,
-        trainer.predict(validation),
-        validation.starts,
-        validation.columns,
-        trainer.frequencies,
-        fs=1000.0,
-        title="Frozen predictions of the best epoch (validation set)",
-    )
-    fig.savefig(figure_path, dpi=100, bbox_inches="tight")
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.add_figure("predictions/validation", fig, trainer.best_epoch)
-    log_artifacts(loggers, out_dir, [figure_path])
-    plots.close(fig)
 
 
 def log_artifacts(loggers: Sequence[Callback], out_dir: Path, extra: Sequence[Path] = ()) -> None:

@@ -20,10 +20,6 @@ rule train:
     params:
         training=train_params,
         task=config["task"],
-        frequencies=lambda wildcards: SPECS[wildcards.dataset].get("frequencies"),
-        min_stream_length=lambda wildcards: SPECS[wildcards.dataset].get(
-            "min_stream_length", 1
-        ),
         labels=run_labels,
         logging=config["logging"],
         data=lambda wildcards: SPECS[wildcards.dataset],

@@ -1,8 +1,10 @@
 """The tasks one workflow trains: `task: frequency | vae | classifier` in the config.
 
-This registry is importable without torch (the Snakefile reads it at parse time for the
-frequency task); a batch task's module, which needs torch, is imported only when that task
-is used. See `tasks/base.py` for the interface.
+Each task is one module holding a `Task` subclass (`tasks/base.py` is the contract): how its
+data is read and checked, how its trainer is built, how its frozen model is scored, its
+figures and how its model is rebuilt from a checkpoint. The registry below is all the rest of
+the code knows of the tasks: adding a task is a module plus a line here (README, "How to add
+a task").
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any
 
-TASK_NAMES = ("frequency", "vae", "classifier")
-_BATCH = {"vae": ("vae", "VAETask"), "classifier": ("classifier", "ClassifierTask")}
+# name → (module under statetrain.tasks, class)
+_TASKS = {
+    "frequency": ("frequency", "FrequencyTask"),
+    "vae": ("vae", "VAETask"),
+    "classifier": ("classifier", "ClassifierTask"),
+}
+TASK_NAMES = tuple(_TASKS)
 
 
 @dataclass(frozen=True)
@@ -26,35 +33,21 @@ class TaskInfo:
     selection_metric: str  # key of the frozen metrics that picks the best grid point
     figures: tuple[str, ...]  # per-dataset figures of the selected model
     training_defaults: Mapping[str, Any] = field(default_factory=dict)
-    batch: bool = True
-
-
-# The stateful frequency task: data.py (generator, FrequencyDataset), model.py (FrequencyLSTM),
-# trainer.py (StatefulTrainer, the reference loop), native.py (its numba engine), window.py
-# (whole-window curriculum), plots.graph1/graph2. It keeps its own trainer for speed.
-FREQUENCY = TaskInfo(
-    name="frequency",
-    monitor="val_mse",
-    mode="min",
-    selection_metric="mse",
-    figures=("graph1.png", "graph2.png"),
-    batch=False,
-)
+    batch: bool = True  # mini-batches of independent samples (BatchTask)
+    split_suffix: str = "npz"  # the prepared split files' extension
 
 
 def task_class(name: str) -> type:
-    """The BatchTask subclass of a batch task (imports torch)."""
-    if name not in _BATCH:
-        raise ValueError(f"'{name}' is not a batch task; batch tasks: {', '.join(_BATCH)}")
-    module, cls = _BATCH[name]
+    """The Task subclass registered under `name`."""
+    if name not in _TASKS:
+        raise ValueError(f"unknown task '{name}'; known tasks: {', '.join(TASK_NAMES)}")
+    module, cls = _TASKS[name]
     return getattr(import_module(f".{module}", __name__), cls)
 
 
 def task_info(name: str) -> TaskInfo:
-    if name == "frequency":
-        return FREQUENCY
-    if name not in _BATCH:
-        raise ValueError(f"unknown task '{name}'; known tasks: {', '.join(TASK_NAMES)}")
+    from .base import BatchTask
+
     cls = task_class(name)
     return TaskInfo(
         name=name,
@@ -63,44 +56,11 @@ def task_info(name: str) -> TaskInfo:
         selection_metric=cls.selection_metric,
         figures=tuple(cls.figures),
         training_defaults=dict(cls.training_defaults),
+        batch=issubclass(cls, BatchTask),
+        split_suffix=cls.split_suffix,
     )
 
 
 def get_task(name: str, spec: Mapping[str, Any], training: Mapping[str, Any] | None = None):
-    """An instance of a batch task for one dataset scenario and one training section."""
+    """An instance of a task for one dataset scenario and one training section."""
     return task_class(name)(spec, training)
-
-
-def model_from_args(
-    task: str, args: Mapping[str, Any], training: Mapping[str, Any] | None = None
-) -> Any:
-    """Rebuild a trained model's architecture from a checkpoint's plain `model_args` (data,
-    never code), for any task: what evaluate, predict, export and plots load."""
-    if task == "frequency":
-        from ..model import ExpertLSTM, FrequencyLSTM
-
-        if "experts" in args:
-            experts = args["experts"]
-            if not isinstance(experts, list) or not all(isinstance(a, Mapping) for a in experts):
-                raise TypeError("model_args.experts must be a list of mappings")
-            return ExpertLSTM([FrequencyLSTM(**_lstm_args(a)) for a in experts])
-        return FrequencyLSTM(**_lstm_args(args))
-    return get_task(task, {}, training).model_from_args(args)
-
-
-_LSTM_ARGS = {"input_size": (1, 100_000), "hidden_size": (1, 4096), "num_layers": (1, 16)}
-
-
-def _lstm_args(args: Mapping[str, Any]) -> dict[str, int]:
-    """A FrequencyLSTM's arguments, each a whole number in range (a hostile checkpoint's
-    `hidden_size: 1e9` must fail here, not in the allocator)."""
-    unknown = set(args) - set(_LSTM_ARGS) - {"forget_bias"}
-    if unknown:
-        raise TypeError(f"unknown model_args {sorted(unknown)}")
-    out = {}
-    for key, (lo, hi) in _LSTM_ARGS.items():
-        value = args.get(key, {"input_size": 5, "hidden_size": 64, "num_layers": 1}[key])
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise TypeError(f"model_args.{key} = {value!r} is not a whole number in [{lo}, {hi}]")
-        out[key] = value
-    return out

@@ -35,28 +35,145 @@ SPLITS = ("train", "validation", "test")
 Arrays = dict[str, np.ndarray]
 
 
-class BatchTask:
-    """A task trained in mini-batches over independent samples (no state between them).
+class Task:
+    """What the one runner (`statetrain.runner.run`) asks of every task.
 
-    Subclasses set the class attributes and implement the methods that raise
-    NotImplementedError. `spec` is the dataset scenario (the task's `data` keys, defaults
-    filled); `training` is the validated `training` section of one grid point.
+    The runner owns everything around a run: the lock, seeding, the identity hash, resume
+    from last.pth, SIGTERM, callbacks and loggers, the NaN guard and the atomic outputs. A
+    task supplies its data (read and checked), a trainer whose epoch it defines, and its
+    frozen scores. `spec` is the dataset scenario (the task's `data` keys, defaults filled);
+    `training` is the validated `training` section of one grid point.
     """
 
     name: ClassVar[str] = ""
     # What decides the best epoch (a key of the per-epoch history) and the best grid point
-    # (a key of evaluate()'s dict), with its direction.
+    # (a key of the frozen metrics' "overall" dict), with its direction.
     monitor: ClassVar[str] = "val_loss"
     selection_metric: ClassVar[str] = "loss"
     mode: ClassVar[str] = "min"
-    # The figure files plot() writes, per dataset (names only; the rule chooses the folder).
+    # The figure files the task's plot rule writes per dataset (names only).
     figures: ClassVar[tuple[str, ...]] = ()
     # Defaults of shared `training` keys that differ for this task (e.g. hidden_size).
     training_defaults: ClassVar[Mapping[str, Any]] = {}
+    # The extension of the task's prepared split files under results/data/.
+    split_suffix: ClassVar[str] = "npz"
 
     def __init__(self, spec: Mapping[str, Any], training: Mapping[str, Any] | None = None):
         self.spec = dict(spec)
         self.training = dict(training or {})
+
+    def read_split(self, path: str | Path) -> Any:
+        """Read one split file and run every check on it (DatasetError naming the problem)."""
+        raise NotImplementedError
+
+    def build_trainer(
+        self,
+        splits: Mapping[str, Any],
+        *,
+        metadata: Mapping[str, Any],
+        callbacks: list,
+        progress: bool = False,
+    ) -> Any:
+        """A fresh trainer (an `EpochLoop`) built from the seed: model, optimizer, scheduler."""
+        raise NotImplementedError
+
+    def score(self, trainer: Any, splits: Mapping[str, Any]) -> dict[str, Any]:
+        """Frozen metrics of the trainer's current (best) model: ``{"validation": {"overall":
+        {...}, ...}, "test": {...}}``, plus any baselines the task scores beside it."""
+        raise NotImplementedError
+
+    def log_figures(self, trainer: Any, splits: Mapping[str, Any], out_dir: Path) -> list[Path]:
+        """Figures of the finished run for the experiment trackers (none by default)."""
+        return []
+
+    # ---------------------------------------------------------------- using a trained model
+    @classmethod
+    def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> Task:
+        """The task as a checkpoint describes it (its training section; data keys the model
+        needs at inference, e.g. the frequencies)."""
+        config = ckpt.get("config")
+        return cls({}, config if isinstance(config, Mapping) else {})
+
+    def model_from_args(self, args: Mapping[str, Any]) -> nn.Module:
+        """Rebuild the architecture from a checkpoint's plain `model_args` (never code)."""
+        raise NotImplementedError
+
+    def evaluate_model(
+        self, model: nn.Module, split: Any, *, state_reset: str | None = None
+    ) -> dict[str, Any]:
+        """Frozen metrics of `model` on one split read by `read_split`: {"overall": {...}}."""
+        raise NotImplementedError
+
+    def predict_model(
+        self, model: nn.Module, split: Any, *, state_reset: str | None = None
+    ) -> dict[str, np.ndarray]:
+        """The frozen model's output per row of `split`, as named columns of equal length."""
+        raise NotImplementedError
+
+
+class BatchTask(Task):
+    """A task trained in mini-batches over independent samples (no state between them).
+
+    Subclasses set the class attributes and implement the methods that raise
+    NotImplementedError; the run contract (`read_split`, `build_trainer`, `score`) is
+    implemented here once for all of them, with `BatchTrainer`.
+    """
+
+    # ---------------------------------------------------------------- the run contract
+    def read_split(self, path: str | Path) -> Arrays:
+        arrays = load_split(path)
+        self.validate(arrays, path)
+        return arrays
+
+    def build_trainer(
+        self,
+        splits: Mapping[str, Any],
+        *,
+        metadata: Mapping[str, Any],
+        callbacks: list,
+        progress: bool = False,
+    ) -> Any:
+        from ..batch import BatchTrainer
+        from ..optim import make_optimizer, make_scheduler
+        from ..trainer import get_device
+
+        training = self.training
+        model = self.build_model(splits["train"])
+        optimizer = make_optimizer(training, model.parameters())
+        return BatchTrainer(
+            self,
+            model,
+            optimizer,
+            splits["train"],
+            splits["validation"],
+            device=get_device(training["device"]),
+            scheduler=make_scheduler(training, optimizer),
+            seed=int(training["seed"]),
+            metadata=metadata,
+            callbacks=callbacks,
+            monitor=training["monitor"],
+            monitor_mode=training["monitor_mode"],
+        )
+
+    def evaluate_model(
+        self, model: nn.Module, split: Any, *, state_reset: str | None = None
+    ) -> dict[str, Any]:
+        return {"overall": self.evaluate(model, split, _device_of(model))}
+
+    def predict_model(
+        self, model: nn.Module, split: Any, *, state_reset: str | None = None
+    ) -> dict[str, np.ndarray]:
+        return self.predict(model, split, _device_of(model))
+
+    def score(self, trainer: Any, splits: Mapping[str, Any]) -> dict[str, Any]:
+        """The task's frozen metrics and its trivial baseline's, on validation and test."""
+        scores: dict[str, Any] = {
+            s: {"overall": trainer.evaluate(splits[s])} for s in ("validation", "test")
+        }
+        scores["baseline"] = {
+            s: self.baseline(splits["train"], splits[s]) for s in ("validation", "test")
+        }
+        return scores
 
     # ---------------------------------------------------------------- data
     def make_splits(self) -> dict[str, Arrays]:
@@ -75,9 +192,6 @@ class BatchTask:
 
     def model_args(self, model: nn.Module) -> dict[str, Any]:
         """Plain values that rebuild the architecture: `model_from_args(model_args(m))`."""
-        raise NotImplementedError
-
-    def model_from_args(self, args: Mapping[str, Any]) -> nn.Module:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- training
@@ -132,6 +246,10 @@ class BatchTask:
     ) -> None:
         """Write every figure in `figures` to out[name] (from the selected model)."""
         raise NotImplementedError
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 # -------------------------------------------------------------------- split files

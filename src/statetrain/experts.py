@@ -1,0 +1,110 @@
+"""Per-frequency experts combined into one model: the frequency task's `experts:` option.
+
+Each member dataset trains one expert on one stream (`streams: [f]`) and selects its best grid
+point on its own frozen validation split. The combined `ExpertLSTM` routes every row to the
+expert of its one-hot C and is scored frozen, state carried from each stream start, on the full
+validation and test splits (the same seeds, so each expert meets exactly the rows it was
+scored on).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .checkpoint import load_model, save_checkpoint_file
+from .io import read_json, write_json
+from .model import ExpertLSTM
+from .trainer import predict
+
+log = logging.getLogger("statetrain")
+
+
+def combine_experts(
+    name: str,
+    members: list[str],
+    member_streams: list[float],
+    frequencies: list[float],
+    model_paths: list[str],
+    metrics_paths: list[str],
+    split_paths: dict[str, str],
+    out_model: str,
+    out_metrics: str,
+    out_selection: str,
+) -> dict:
+    """Route each row to its frequency's expert and score the combination frozen on the
+    full validation and test splits; write the combined checkpoint, metrics and selection.
+
+    Nothing here chooses on the test split: each member was selected on its own frozen
+    validation split, and where several members train one frequency, the lowest validation
+    MSE on their own split serves.
+    """
+    from .metrics import evaluate_streams
+    from .tasks.frequency import FrequencyTask
+
+    loaded = [load_model(p) for p in model_paths]
+    member_metrics = [read_json(p) for p in metrics_paths]
+    # Expert k serves frequency k (the k-th one-hot column). Where several members train an
+    # expert for the same frequency (e.g. two recipes for 1 Hz), the lowest frozen validation
+    # MSE on their own split wins; the test split plays no part.
+    order = []
+    for f in frequencies:
+        candidates = [i for i, s in enumerate(member_streams) if s == f]
+        val = [member_metrics[i]["validation"]["overall"]["mse"] for i in candidates]
+        order.append(candidates[val.index(min(val))])
+        if len(candidates) > 1:
+            log.info(
+                "%g Hz: %s chosen among %s (validation MSE %s)",
+                f,
+                members[order[-1]],
+                [members[i] for i in candidates],
+                ", ".join(f"{v:.6f}" for v in val),
+            )
+    model = ExpertLSTM([loaded[i][0] for i in order])
+    scores = {}
+    for split, path in split_paths.items():
+        data = FrequencyTask({"frequencies": list(frequencies)}).read_split(path)
+        pred = predict(model, data, "stream")
+        scores[split] = evaluate_streams(data.y, pred, data.starts, data.columns, frequencies)
+    payload = {
+        "epoch": None,
+        "model_state_dict": model.state_dict(),
+        "model_args": {"experts": [loaded[i][1]["model_args"] for i in order]},
+        "frequencies": list(frequencies),
+        "state_reset": "stream",
+        "members": [members[i] for i in order],
+    }
+    save_checkpoint_file(payload, out_model)
+    metrics = {
+        "dataset": name,
+        "grid_point": "experts",
+        "members": [members[i] for i in order],
+        "engine": "torch",
+        "epochs": max(m["epochs"] for m in member_metrics),
+        "best_epoch": None,
+        "train_seconds": sum(m["train_seconds"] for m in member_metrics),
+        "member_selection": {members[i]: member_metrics[i]["selected"] for i in order},
+        "candidates": {
+            m: member_metrics[i]["validation"]["overall"]["mse"] for i, m in enumerate(members)
+        },
+        **scores,
+    }
+    write_json(metrics, out_metrics)
+    write_json(
+        {
+            "dataset": name,
+            "criterion": "each expert selected on its own frozen validation split; several "
+            "members of one frequency: the lowest validation MSE",
+            "selected": "experts",
+            "members": metrics["member_selection"],
+        },
+        out_selection,
+    )
+    log.info(
+        "%s: %d experts, validation MSE %.6f, test MSE %.6f (%s)",
+        name,
+        len(order),
+        scores["validation"]["overall"]["mse"],
+        scores["test"]["overall"]["mse"],
+        ", ".join(f"{k} {v['mse']:.5f}" for k, v in scores["test"].items() if k != "overall"),
+    )
+    return metrics
