@@ -1,6 +1,8 @@
 """The defect classifier task: generator, stratified splits, user data, training, figures.
 
 Everything runs on small real data (a few hundred short sequences) on one CPU thread.
+Multi-class labels, the user's own test split, .ts files and the archive baselines:
+tests/test_ucr.py.
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ def _bad_few(tmp_path):
     [
         (_bad_2d, "3-D", "shape (60, 20)"),
         (_bad_nan, "finite", "sequence 7, time step 3, channel 1"),
-        (_bad_label, "binary labels", "label 5 is 2"),
+        (_bad_label, "class size", "label 5 is 2"),  # a third class of one sequence
         (_bad_count, "label count", "57 labels for 60 sequences"),
         (_bad_pickle, "readable", "pickle"),
         (_bad_one_class, "both classes", "no positive"),
@@ -293,6 +295,8 @@ def test_evaluate_and_baseline_values():
     expected = {
         "loss",
         "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
         "precision",
         "recall",
         "f1",
