@@ -1,12 +1,8 @@
 """Rule plot_predictions: Graph 1 (3 Hz) and Graph 2 (all frequencies) of a selected model.
 
 Predictions are frozen, on the test split, with the state carried from the stream start as in
-training. By hand:
-  python scripts/plot_predictions.py --model results/best/spec/best_model.pth \
-      --data results/data/spec/test.npy --out-dir plots/
+training.
 """
-
-from pathlib import Path
 
 from statetrain import plots, scripting
 from statetrain.checkpoint import load_model
@@ -52,21 +48,4 @@ if "snakemake" in globals():
             sm.output.graph2,
             sm.params.fs,
             sm.params.title,
-        )
-elif __name__ == "__main__":
-    p = scripting.parser(__doc__)
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--fs", type=float, default=1000.0)
-    args = p.parse_args()
-    out = Path(args.out_dir)
-    with scripting.rule_logging(args.log, echo=True):
-        main(
-            args.model,
-            args.data,
-            str(out / "graph1.png"),
-            str(out / "graph2.png"),
-            args.fs,
-            Path(args.model).parent.name,
         )

@@ -1,15 +1,9 @@
-"""Rule plot_task: a batch task's figures from its selected model (task.figures).
-
-By hand: python scripts/plot_task.py --config config/vae.yaml --dataset vae
-"""
-
-from pathlib import Path
+"""Rule plot_task: a batch task's figures from its selected model (task.figures)."""
 
 from statetrain import scripting
-from statetrain.checkpoint import load_checkpoint_file
-from statetrain.config import SPLITS, dataset_spec
+from statetrain.checkpoint import load_model
+from statetrain.config import SPLITS
 from statetrain.tasks import get_task
-from statetrain.tasks.base import load_split
 
 
 def main(
@@ -20,12 +14,9 @@ def main(
     outputs: dict[str, str],
     title: str,
 ) -> None:
-    ckpt = load_checkpoint_file(model_path)
+    model, ckpt = load_model(model_path)
     task = get_task(task_name, spec, ckpt.get("config") or {})
-    model = task.model_from_args(ckpt["model_args"])
-    model.load_state_dict(ckpt["model_state_dict"])
-    model.eval()
-    splits = {s: load_split(p) for s, p in zip(SPLITS, split_paths, strict=True)}
+    splits = {s: task.read_split(p) for s, p in zip(SPLITS, split_paths, strict=True)}
     task.prepare(splits["train"])
     task.plot(model, splits, ckpt.get("history") or {}, outputs, title)
 
@@ -40,22 +31,4 @@ if "snakemake" in globals():
             list(sm.input.splits),
             dict(zip(sm.params.figures, sm.output, strict=True)),
             sm.params.title,
-        )
-elif __name__ == "__main__":
-    from statetrain.tasks import task_info
-
-    p = scripting.parser(__doc__)
-    p.add_argument("--dataset", required=True)
-    args = p.parse_args()
-    cfg = scripting.load(args)
-    info = task_info(cfg["task"])
-    plots_dir = Path(scripting.PLOTS.format(dataset=args.dataset))
-    with scripting.rule_logging(args.log, echo=True):
-        main(
-            cfg["task"],
-            dataset_spec(cfg, args.dataset),
-            f"{scripting.BEST.format(dataset=args.dataset)}/best_model.pth",
-            [scripting.data_path(cfg, args.dataset, s) for s in SPLITS],
-            {name: str(plots_dir / name) for name in info.figures},
-            f"{cfg['task']}, dataset {args.dataset}",
         )

@@ -1,16 +1,11 @@
-"""Rule summarize_sweep: one CSV row per dataset × grid point, the selected ones marked.
-
-By hand: python scripts/summarize_sweep.py --config config/config.yaml
-"""
+"""Rule summarize_sweep: one CSV row per dataset × grid point, the selected ones marked."""
 
 import logging
 
 import pandas as pd
 
 from statetrain import scripting
-from statetrain.config import dataset_spec, expert_spec, grid_points
 from statetrain.io import read_json, write_text
-from statetrain.tasks import task_info
 
 log = logging.getLogger("statetrain")
 
@@ -92,20 +87,3 @@ if "snakemake" in globals():
             sm.output[0],
             sm.params.metric,
         )
-elif __name__ == "__main__":
-    p = scripting.parser(__doc__)
-    args = p.parse_args()
-    cfg = scripting.load(args)
-    metrics = [
-        f"{scripting.RUN.format(dataset=d, grid_point=scripting.grid_point_name(pt))}/metrics.json"
-        for d in cfg["datasets"]
-        for pt in grid_points(cfg, d)
-    ]
-    metrics += [f"{scripting.BEST.format(dataset=e)}/metrics.json" for e in cfg["experts"]]
-    named = [*cfg["datasets"], *cfg["experts"]]
-    selections = [f"{scripting.BEST.format(dataset=d)}/selection.json" for d in named]
-    jitter = {d: dataset_spec(cfg, d).get("phase_jitter") for d in cfg["datasets"]}
-    jitter.update({e: expert_spec(cfg, e)["phase_jitter"] for e in cfg["experts"]})
-    metric = task_info(cfg["task"]).selection_metric
-    with scripting.rule_logging(args.log, echo=True):
-        main(metrics, selections, jitter, "results/sweep/summary.csv", metric)

@@ -16,7 +16,7 @@ from statetrain.checkpoint import CheckpointError, save_checkpoint_file
 from statetrain.model import FrequencyLSTM
 from statetrain.trainer import Split, predict
 
-from .conftest import PYTHON, QUICK, ROOT, small, snakemake
+from .conftest import PYTHON, QUICK, small, snakemake
 
 HIDDEN = 12
 
@@ -166,8 +166,8 @@ def test_export_only_cli_exports_a_checkpoint_and_checks_it(models, rows_array, 
     data = tmp_path / "test.npy"
     np.save(data, rows_array)
     out = tmp_path / "out" / "model.onnx"
-    cmd = [PYTHON, str(ROOT / "scripts" / "export_onnx.py"), "--checkpoint", str(ckpt)]
-    cmd += ["--out", str(out), "--data", str(data), "--opset", "13"]
+    cmd = [PYTHON, "-m", "statetrain.cli", "export", str(ckpt), str(out)]
+    cmd += ["--data", str(data), "--opset", "13"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ONNX check passed" in proc.stderr
@@ -181,10 +181,14 @@ def test_export_only_cli_exports_a_checkpoint_and_checks_it(models, rows_array, 
 @pytest.mark.workflow
 def test_export_rule_end_to_end(quick_run):
     """`snakemake results/best/spec/model.onnx` exports and checks the selected model."""
-    snakemake(quick_run, "results/best/spec/model.onnx", "--configfile", str(QUICK))
-    best = quick_run / "results" / "best" / "spec"
+    snakemake(quick_run, "results/quick/best/spec/model.onnx", "--configfile", str(QUICK))
+    best = quick_run / "results" / "quick" / "best" / "spec"
     report = json.loads((best / "onnx_check.json").read_text())
     assert report["passed"] and report["rows"] == 1200 and report["max_abs_diff"] <= 1e-4
     onnx.checker.check_model(str(best / "model.onnx"), full_check=True)
-    assert "ONNX check passed" in (quick_run / "results/logs/export_onnx/spec.log").read_text()
-    assert not (quick_run / "results" / "best" / "w0" / "model.onnx").exists()  # only as asked
+    assert (
+        "ONNX check passed" in (quick_run / "results/quick/logs/export_onnx/spec.log").read_text()
+    )
+    assert not (
+        quick_run / "results" / "quick" / "best" / "w0" / "model.onnx"
+    ).exists()  # only as asked

@@ -121,9 +121,9 @@ def test_landing_page_shows_the_headline_table(report: Path, tmp_path: Path) -> 
     assert headline, f"no headline table on the landing page; tables: {parser.tables}"
     header, *rows = headline[0]["rows"]
     assert header[:2] == ["dataset", "technique"] and "test_mse" in header
-    expected = pd.read_csv(report.parent / "results" / "sweep" / "headline.csv")
+    expected = pd.read_csv(report.parent / "results" / "quick" / "sweep" / "headline.csv")
     assert [row[0] for row in rows] == list(expected["dataset"]) == ["spec", "w0"]
-    summary = pd.read_csv(report.parent / "results" / "sweep" / "summary.csv")
+    summary = pd.read_csv(report.parent / "results" / "quick" / "sweep" / "summary.csv")
     selected = summary[summary["selected"]].set_index("dataset")
     for row in rows:
         cells = dict(zip(header, row, strict=True))
@@ -139,7 +139,7 @@ def test_every_figure_is_in_the_report_and_renders(report: Path, tmp_path: Path)
     figures = sorted(str(p.relative_to(workdir)) for p in (workdir / "results").rglob("*.png"))
     assert len(figures) == 11  # 4 loss curves, 2 sweeps, 2 × (Graph 1, Graph 2), learnability
     assert sorted(p for p in entries if p.endswith(".png")) == figures
-    assert {"results/sweep/summary.csv", "results/sweep/headline.csv"} <= set(entries)
+    assert {"results/quick/sweep/summary.csv", "results/quick/sweep/headline.csv"} <= set(entries)
 
     # Every embedded figure, decoded by the browser: its natural size once the page loaded.
     imgs = "\n".join(

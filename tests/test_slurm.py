@@ -227,7 +227,7 @@ def quick_by_hand() -> str:
     cmds = []
     for dataset in cfg["datasets"]:
         by_hand = ["--config", str(QUICK), "--dataset", dataset]
-        cmds.append([PYTHON, str(ROOT / "scripts" / "generate_data.py"), *by_hand])
+        cmds.append([PYTHON, "-m", "statetrain.cli", "data", *by_hand])
         for point in grid_points(cfg):
             sets = [f"{k}={v}" for k, v in point.items()]
             cmds.append([PYTHON, str(ROOT / "scripts" / "train.py"), *by_hand, "--set", *sets])
@@ -323,7 +323,7 @@ def test_quick_config_runs_through_slurm_one_job_per_training_run(runs):
         assert job["JobState"] == "COMPLETED" and job["WorkDir"] == str(runs["dirs"]["slurm"])
         # profiles/slurm's train resources reached sbatch: 1 CPU, 2000 MB, 120 minutes.
         assert job["TimeLimit"] == "120" and job["Tres"].startswith("cpu=1,mem=2000M"), job
-    res = runs["dirs"]["slurm"] / "results"
+    res = runs["dirs"]["slurm"] / "results" / "quick"  # config/quick.yaml's experiment
     for dataset in cfg["datasets"]:
         for name in names:
             assert (res / "runs" / dataset / name / "loss_curves.png").is_file()
@@ -335,7 +335,7 @@ def test_models_trained_and_selected_through_slurm_equal_local_runs(runs):
     runs["slurm"].check()
     runs["local"].check()
     cfg = load_config(QUICK)
-    slurm, local = (runs["dirs"][name] / "results" for name in ("slurm", "local"))
+    slurm, local = (runs["dirs"][name] / "results" / "quick" for name in ("slurm", "local"))
     for dataset in cfg["datasets"]:
         val_mse = {}
         for point in grid_points(cfg):

@@ -15,7 +15,7 @@ from statetrain.config import ConfigError, dataset_spec, training_config, valida
 from statetrain.tasks import get_task, task_info
 from statetrain.tasks.base import save_split
 
-from .conftest import PYTHON, ROOT, snakemake
+from .conftest import PYTHON, snakemake
 from .test_runner import assert_same_weights, weights
 
 VAE_DATA = {"sites": 400, "species": 160, "min_species_observations": 10, "seed": 4}
@@ -143,8 +143,9 @@ def test_vae_workflow_selects_on_validation_and_plots(tmp_path):
 
 
 def test_a_bad_user_matrix_is_refused_with_a_clear_error(tmp_path):
-    """The generate_data rule's script (run by hand here) refuses the user's file and says
-    where and why; the workflow's rule chain stops there, as the frequency task's test shows."""
+    """`statetrain data` (the generate_data rule's library call, by hand) refuses the user's
+    file and says where and why; the workflow's rule chain stops there, as the frequency
+    task's test shows."""
     matrix = np.random.default_rng(0).integers(0, 2, size=(40, 12))
     matrix[:, 0] = 1
     matrix[5, 3] = 2  # not presence/absence
@@ -156,7 +157,9 @@ def test_a_bad_user_matrix_is_refused_with_a_clear_error(tmp_path):
     proc = subprocess.run(
         [
             PYTHON,
-            str(ROOT / "scripts/generate_data.py"),
+            "-m",
+            "statetrain.cli",
+            "data",
             "--config",
             str(write_config(tmp_path, cfg)),
             "--dataset",
@@ -168,7 +171,8 @@ def test_a_bad_user_matrix_is_refused_with_a_clear_error(tmp_path):
         timeout=300,
     )
     assert proc.returncode != 0
-    assert "DatasetError" in proc.stderr and "'binary'" in proc.stderr and "5" in proc.stderr
+    assert "failed check 'binary'" in proc.stderr and "5" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "results/data/mine").exists() or not list(
         (tmp_path / "results/data/mine").glob("*.npz")
     )

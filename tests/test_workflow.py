@@ -21,7 +21,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_quick_workflow_produces_every_declared_output(quick_run):
     cfg = load_config(QUICK)
     names = [grid_point_name(p) for p in grid_points(cfg)]
-    res = quick_run / "results"
+    res = quick_run / "results" / "quick"  # config/quick.yaml: experiment quick
     for dataset in cfg["datasets"]:
         for split in ("train", "validation", "test"):
             assert np.load(res / f"data/{dataset}/{split}.npy").shape == (1200, 6)
@@ -140,28 +140,31 @@ def test_default_experiment_dag_and_lint(tmp_path):
     assert fmt.returncode == 0, fmt.stderr
 
 
-def test_scripts_run_by_hand_without_snakemake(tmp_path):
-    def script(name, *args):
-        proc = subprocess.run(
-            [PYTHON, str(ROOT / "scripts" / name), "--config", str(QUICK), *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+def test_the_workflow_steps_run_by_hand_without_snakemake(tmp_path):
+    """`statetrain data` then the train script by hand (= `statetrain train`), into the
+    places the workflow uses (config/quick.yaml names its experiment: results/quick/)."""
+
+    def run_by_hand(*cmd):
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 
-    script("generate_data.py", "--dataset", "w0")
-    script("validate_dataset.py", "--dataset", "w0")
+    def script(name, *args):
+        return run_by_hand(PYTHON, str(ROOT / "scripts" / name), "--config", str(QUICK), *args)
+
+    def statetrain(command, *args):
+        return run_by_hand(PYTHON, "-m", "statetrain.cli", command, "--config", str(QUICK), *args)
+
+    statetrain("data", "--dataset", "w0")
     script("train.py", "--dataset", "w0", "--set", "lr=0.003", "epochs=1")
-    run = tmp_path / "results/runs/w0/lr~0.003"
+    run = tmp_path / "results/quick/runs/w0/lr~0.003"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 1
-    assert (tmp_path / "results/data/w0/train.validation.json").is_file()
+    assert (tmp_path / "results/quick/data/w0/train.validation.json").is_file()
     script("train.py", "--dataset", "w0", "--quick")
     assert (
-        json.loads((tmp_path / "results/quick/w0/seed~42/metrics.json").read_text())["epochs"] == 2
+        json.loads((tmp_path / "results/quick/smoke/w0/seed~42/metrics.json").read_text())["epochs"]
+        == 2
     )
 
     # The console entry point runs the same code: frozen metrics of the run's best model.
@@ -172,7 +175,7 @@ def test_scripts_run_by_hand_without_snakemake(tmp_path):
             "statetrain.cli",
             "evaluate",
             str(run / "best_model.pth"),
-            "results/data/w0/test.npy",
+            "results/quick/data/w0/test.npy",
             "--out",
             "eval.json",
         ],

@@ -1,5 +1,6 @@
 """The `statetrain` command: the rules' code, run by hand, for every task.
 
+    statetrain data --config config/config.yaml --dataset spec    prepare and check splits
     statetrain train --config config/config.yaml --dataset spec --set lr=0.003 [--quick]
     statetrain evaluate CHECKPOINT DATA           frozen metrics, one JSON object on stdout
     statetrain export CHECKPOINT OUT.onnx         ONNX export, checked with onnxruntime
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, scripting
-from .config import dataset_spec, training_config, user_paths
+from .config import dataset_spec, training_config
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,8 +35,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run directory (default: the workflow's results/runs/...)")
 
 
+def data(args: argparse.Namespace) -> dict:
+    """Prepare and check a dataset's splits where the workflow keeps them."""
+    from .experiment import prepare_data
+
+    cfg = scripting.load(args)
+    with scripting.rule_logging(args.log, echo=True):
+        return prepare_data(cfg, args.dataset)
+
+
 def train(args: argparse.Namespace) -> dict:
     """One run, resumable, into the directory the workflow would use for that grid point."""
+    from .experiment import split_paths
+    from .layout import Layout
     from .runner import run
 
     cfg = scripting.load(args)
@@ -45,15 +57,13 @@ def train(args: argparse.Namespace) -> dict:
     training = training_config(cfg, point, args.dataset)
     spec = dataset_spec(cfg, args.dataset)
     task = cfg["task"]
-    given = user_paths(spec) if task == "frequency" else {}
-    paths = given or {
-        s: scripting.data_path(cfg, args.dataset, s) for s in ("train", "validation", "test")
-    }
+    paths = split_paths(cfg, args.dataset)
     # Named like the workflow's run of that grid point; epochs is left out of the name because
     # raising it continues the same run.
     named = {k: v for k, v in point.items() if k != "epochs"}
     name = scripting.grid_point_name(named or {"seed": training["seed"]})
-    root = "results/quick/{dataset}/{grid_point}" if args.quick else scripting.RUN
+    layout = Layout.of(cfg)
+    root = layout.quick if args.quick else layout.runs
     out = args.out or root.format(dataset=args.dataset, grid_point=name)
     labels = {"dataset": args.dataset, "grid_point": name}
     with scripting.rule_logging(args.log, echo=True):
@@ -122,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--log", default=None, help="also write the log to this file")
     add_train_arguments(p_train)
     p_train.set_defaults(func=train)
+
+    p_data = sub.add_parser(
+        "data", help="prepare and check a dataset's splits (what the workflow trains on)"
+    )
+    p_data.add_argument(
+        "--config",
+        nargs="+",
+        default=["config/config.yaml"],
+        help="config file(s), merged in order (default: config/config.yaml)",
+    )
+    p_data.add_argument("--dataset", default="spec", help="dataset scenario of the config")
+    p_data.add_argument("--log", default=None, help="also write the log to this file")
+    p_data.set_defaults(func=data)
 
     reset_help = (
         "stateful models: where the state restarts from zero (default for evaluate: as the "

@@ -18,19 +18,6 @@ from typing import Any
 
 from .config import load_config
 
-# The workflow's output layout; workflow/rules/*.smk spell the same paths.
-DATA = "results/data/{dataset}/{split}.npy"
-REPORT = "results/data/{dataset}/{split}.validation.json"
-RUN = "results/runs/{dataset}/{grid_point}"
-BEST = "results/best/{dataset}"
-PLOTS = "results/plots/{dataset}"
-
-
-def data_path(cfg: dict[str, Any], dataset: str, split: str) -> str:
-    """Where the workflow keeps a prepared split (.npy for frequency, .npz for batch tasks)."""
-    ext = "npy" if cfg.get("task", "frequency") == "frequency" else "npz"
-    return DATA.format(dataset=dataset, split=split).removesuffix(".npy") + f".{ext}"
-
 
 @contextlib.contextmanager
 def rule_logging(log_path: str | Path | None, echo: bool = False) -> Iterator[logging.Logger]:

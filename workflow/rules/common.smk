@@ -6,6 +6,8 @@ import pandas as pd
 from snakemake.utils import Paramspace
 
 from statetrain import config as stconfig
+from statetrain.experiment import split_paths
+from statetrain.layout import Layout
 from statetrain.scripting import grid_point_name
 from statetrain.tasks import task_info
 
@@ -18,7 +20,7 @@ SPLITS = stconfig.SPLITS
 TASK = task_info(
     config["task"]
 )  # frequency | vae | classifier: see src/statetrain/tasks
-DATA_EXT = "npz" if TASK.batch else "npy"
+DATA_EXT = TASK.split_suffix
 DATASETS = list(config["datasets"])
 SPECS = {name: stconfig.dataset_spec(config, name) for name in DATASETS}
 POINTS = stconfig.grid_points(config)
@@ -26,6 +28,16 @@ POINTS = stconfig.grid_points(config)
 # workflow side, so that the library needs no snakemake; statetrain.scripting.grid_point_name
 # spells the same names.
 GRID = Paramspace(pd.DataFrame(POINTS), param_sep="~")
+# Where every file lives (statetrain/layout.py): results/, or results/<experiment>/ for a
+# config that names its experiment. Each is a path template with a {dataset} wildcard.
+LAYOUT = Layout.of(config)
+ROOT = LAYOUT.root
+DATA = LAYOUT.data
+BEST = LAYOUT.best
+PLOTS = LAYOUT.plots
+SWEEP = LAYOUT.sweep
+LOGS = LAYOUT.logs
+RUNS = LAYOUT.runs.replace("{grid_point}", GRID.wildcard_pattern)
 # Run names per dataset: the same grid everywhere, except that with an empty grid a scenario
 # may set its own training.seed (one run named seed~<its seed>).
 POINT_NAMES = {
@@ -37,6 +49,7 @@ POINT_NAMES = {
 # Expert combinations (frequency task): one ExpertLSTM from several one-stream datasets.
 EXPERTS = dict(config["experts"])
 SPECS.update({name: stconfig.expert_spec(config, name) for name in EXPERTS})
+SPLIT_PATHS = {name: split_paths(config, name) for name in DATASETS}
 DATASET_RE = "|".join(re.escape(name) for name in DATASETS)
 EXPERTS_RE = "|".join(re.escape(name) for name in EXPERTS) or "(?!x)x"
 
@@ -48,11 +61,10 @@ wildcard_constraints:
 
 
 def split_file(dataset, split):
-    """The user's file when a frequency scenario names one, else the prepared split (batch
-    tasks always prepare their splits: a user's file is split by generate_data)."""
-    if not TASK.batch and SPECS[dataset].get(f"{split}_path"):
-        return SPECS[dataset][f"{split}_path"]
-    return f"results/data/{dataset}/{split}.{DATA_EXT}"
+    """The user's file where the task trains on it as it is, else the prepared split."""
+    if dataset in EXPERTS:  # the combination is scored on its members' full splits
+        return f"{DATA.format(dataset=dataset)}/{split}.{DATA_EXT}"
+    return SPLIT_PATHS[dataset][split]
 
 
 def split_input(wildcards):
@@ -62,7 +74,9 @@ def split_input(wildcards):
 def train_inputs(wildcards):
     files = {s: split_file(wildcards.dataset, s) for s in stconfig.SPLITS}
     for s in stconfig.SPLITS:
-        files[f"{s}_report"] = f"results/data/{wildcards.dataset}/{s}.validation.json"
+        files[f"{s}_report"] = (
+            f"{DATA.format(dataset=wildcards.dataset)}/{s}.validation.json"
+        )
     return files
 
 
@@ -88,7 +102,7 @@ def run_labels(wildcards):
 
 def run_files(dataset, filename):
     return [
-        f"results/runs/{dataset}/{name}/{filename}" for name in POINT_NAMES[dataset]
+        f"{LAYOUT.run_dir(dataset, name)}/{filename}" for name in POINT_NAMES[dataset]
     ]
 
 
@@ -104,25 +118,25 @@ def sweep_histories(wildcards):
 
 
 def final_outputs():
-    outputs = ["results/sweep/summary.csv", "results/sweep/headline.csv"]
+    outputs = [f"{SWEEP}/summary.csv", f"{SWEEP}/headline.csv"]
     if not TASK.batch:
-        outputs.append("results/plots/learnability.png")
+        outputs.append(f"{ROOT}/plots/learnability.png")
     for name in EXPERTS:
         outputs += [
-            f"results/best/{name}/best_model.pth",
-            f"results/plots/{name}/graph1.png",
-            f"results/plots/{name}/graph2.png",
+            f"{BEST.format(dataset=name)}/best_model.pth",
+            f"{PLOTS.format(dataset=name)}/graph1.png",
+            f"{PLOTS.format(dataset=name)}/graph2.png",
         ]
     for dataset in DATASETS:
         outputs += [
-            f"results/best/{dataset}/best_model.pth",
-            f"results/plots/{dataset}/sweep_loss_curves.png",
+            f"{BEST.format(dataset=dataset)}/best_model.pth",
+            f"{PLOTS.format(dataset=dataset)}/sweep_loss_curves.png",
         ]
-        outputs += [f"results/plots/{dataset}/{name}" for name in TASK.figures]
+        outputs += [f"{PLOTS.format(dataset=dataset)}/{name}" for name in TASK.figures]
         outputs += run_files(dataset, "loss_curves.png")
         if config["export"]["onnx"]:
             outputs += [
-                f"results/best/{dataset}/model.onnx",
-                f"results/best/{dataset}/onnx_check.json",
+                f"{BEST.format(dataset=dataset)}/model.onnx",
+                f"{BEST.format(dataset=dataset)}/onnx_check.json",
             ]
     return outputs

@@ -1,8 +1,8 @@
 rule generate_data:
     output:
-        f"results/data/{{dataset}}/{{split}}.{DATA_EXT}",
+        f"{DATA}/{{split}}.{DATA_EXT}",
     log:
-        "results/logs/generate_data/{dataset}/{split}.log",
+        f"{LOGS}/generate_data/{{dataset}}/{{split}}.log",
     conda:
         "../envs/statetrain.yaml"
     params:
@@ -16,18 +16,12 @@ rule validate_dataset:
     input:
         split_input,
     output:
-        "results/data/{dataset}/{split}.validation.json",
+        f"{DATA}/{{split}}.validation.json",
     log:
-        "results/logs/validate_dataset/{dataset}/{split}.log",
+        f"{LOGS}/validate_dataset/{{dataset}}/{{split}}.log",
     conda:
         "../envs/statetrain.yaml"
     params:
-        min_stream_length=lambda wildcards: SPECS[wildcards.dataset].get(
-            "min_stream_length", 1
-        ),
-        n_frequencies=lambda wildcards: len(
-            SPECS[wildcards.dataset].get("frequencies", [])
-        ),
         spec=lambda wildcards: SPECS[wildcards.dataset],
         task=config["task"],
     script:

@@ -5,14 +5,14 @@
 # results/best/spec/model.onnx` builds it either way.
 rule export_onnx:
     input:
-        model="results/best/{dataset}/best_model.pth",
+        model=f"{BEST}/best_model.pth",
         test=lambda wildcards: split_file(wildcards.dataset, "test"),
-        test_report="results/data/{dataset}/test.validation.json",
+        test_report=f"{DATA}/test.validation.json",
     output:
-        onnx="results/best/{dataset}/model.onnx",
-        check="results/best/{dataset}/onnx_check.json",
+        onnx=f"{BEST}/model.onnx",
+        check=f"{BEST}/onnx_check.json",
     log:
-        "results/logs/export_onnx/{dataset}.log",
+        f"{LOGS}/export_onnx/{{dataset}}.log",
     conda:
         "../envs/statetrain.yaml"
     threads: 1

@@ -1,9 +1,9 @@
 rule plot_loss_curves:
     input:
-        f"results/runs/{{dataset}}/{GRID.wildcard_pattern}/training_history.json",
+        f"{RUNS}/training_history.json",
     output:
         report(
-            f"results/runs/{{dataset}}/{GRID.wildcard_pattern}/loss_curves.png",
+            f"{RUNS}/loss_curves.png",
             caption="../report/loss_curves.rst",
             category="Loss curves",
             subcategory="{dataset}",
@@ -12,7 +12,7 @@ rule plot_loss_curves:
             },
         ),
     log:
-        f"results/logs/plot_loss_curves/{{dataset}}/{GRID.wildcard_pattern}.log",
+        f"{LOGS}/plot_loss_curves/{{dataset}}/{GRID.wildcard_pattern}.log",
     conda:
         "../envs/statetrain.yaml"
     params:
@@ -28,7 +28,7 @@ rule plot_sweep_curves:
         sweep_histories,
     output:
         report(
-            "results/plots/{dataset}/sweep_loss_curves.png",
+            f"{PLOTS}/sweep_loss_curves.png",
             caption="../report/sweep_curves.rst",
             category="Sweep",
             subcategory="{dataset}",
@@ -37,7 +37,7 @@ rule plot_sweep_curves:
             },
         ),
     log:
-        "results/logs/plot_sweep_curves/{dataset}.log",
+        f"{LOGS}/plot_sweep_curves/{{dataset}}.log",
     conda:
         "../envs/statetrain.yaml"
     params:
@@ -53,25 +53,25 @@ if not TASK.batch:
 
     rule plot_predictions:
         input:
-            model="results/best/{dataset}/best_model.pth",
+            model=f"{BEST}/best_model.pth",
             test=lambda wildcards: split_file(wildcards.dataset, "test"),
         output:
             graph1=report(
-                "results/plots/{dataset}/graph1.png",
+                f"{PLOTS}/graph1.png",
                 caption="../report/graph1.rst",
                 category="Predictions",
                 subcategory="{dataset}",
                 labels={"figure": "Graph 1 (3 Hz)"},
             ),
             graph2=report(
-                "results/plots/{dataset}/graph2.png",
+                f"{PLOTS}/graph2.png",
                 caption="../report/graph2.rst",
                 category="Predictions",
                 subcategory="{dataset}",
                 labels={"figure": "Graph 2 (all frequencies)"},
             ),
         log:
-            "results/logs/plot_predictions/{dataset}.log",
+            f"{LOGS}/plot_predictions/{{dataset}}.log",
         conda:
             "../envs/statetrain.yaml"
         params:
@@ -82,17 +82,17 @@ if not TASK.batch:
 
     rule plot_learnability:
         input:
-            "results/sweep/summary.csv",
+            f"{SWEEP}/summary.csv",
         output:
             figure=report(
-                "results/plots/learnability.png",
+                f"{ROOT}/plots/learnability.png",
                 caption="../report/learnability.rst",
                 category="Sweep",
                 labels={"figure": "learnability"},
             ),
-            table="results/sweep/learnability.md",
+            table=f"{SWEEP}/learnability.md",
         log:
-            "results/logs/plot_learnability.log",
+            f"{LOGS}/plot_learnability.log",
         conda:
             "../envs/statetrain.yaml"
         script:
@@ -105,12 +105,12 @@ if TASK.batch:
 
     rule plot_task:
         input:
-            model="results/best/{dataset}/best_model.pth",
+            model=f"{BEST}/best_model.pth",
             splits=lambda wildcards: [split_file(wildcards.dataset, s) for s in SPLITS],
         output:
             [
                 report(
-                    f"results/plots/{{dataset}}/{name}",
+                    f"{PLOTS}/{name}",
                     caption="../report/task_figure.rst",
                     category="Figures",
                     subcategory="{dataset}",
@@ -119,7 +119,7 @@ if TASK.batch:
                 for name in TASK.figures
             ],
         log:
-            "results/logs/plot_task/{dataset}.log",
+            f"{LOGS}/plot_task/{{dataset}}.log",
         conda:
             "../envs/statetrain.yaml"
         params:
@@ -135,16 +135,16 @@ if TASK.batch:
 # the report's landing page (workflow/report/workflow.rst) and as a table of its own.
 rule headline_table:
     input:
-        "results/sweep/summary.csv",
+        f"{SWEEP}/summary.csv",
     output:
         report(
-            "results/sweep/headline.csv",
+            f"{SWEEP}/headline.csv",
             caption="../report/headline.rst",
             category="Sweep",
             labels={"table": "selected models"},
         ),
     log:
-        "results/logs/headline_table.log",
+        f"{LOGS}/headline_table.log",
     conda:
         "../envs/statetrain.yaml"
     params:

@@ -2,11 +2,11 @@ rule select_checkpoint:
     input:
         unpack(select_inputs),
     output:
-        model="results/best/{dataset}/best_model.pth",
-        selection="results/best/{dataset}/selection.json",
-        metrics="results/best/{dataset}/metrics.json",
+        model=f"{BEST}/best_model.pth",
+        selection=f"{BEST}/selection.json",
+        metrics=f"{BEST}/metrics.json",
     log:
-        "results/logs/select_checkpoint/{dataset}.log",
+        f"{LOGS}/select_checkpoint/{{dataset}}.log",
     wildcard_constraints:
         dataset=DATASET_RE,
     conda:
@@ -24,24 +24,24 @@ rule select_checkpoint:
 rule combine_experts:
     input:
         models=lambda wildcards: expand(
-            "results/best/{m}/best_model.pth", m=EXPERTS[wildcards.dataset]
+            f"{BEST}/best_model.pth", dataset=EXPERTS[wildcards.dataset]
         ),
         metrics=lambda wildcards: expand(
-            "results/best/{m}/metrics.json", m=EXPERTS[wildcards.dataset]
+            f"{BEST}/metrics.json", dataset=EXPERTS[wildcards.dataset]
         ),
         validation=lambda wildcards: split_file(wildcards.dataset, "validation"),
         test=lambda wildcards: split_file(wildcards.dataset, "test"),
         reports=lambda wildcards: expand(
-            "results/data/{dataset}/{split}.validation.json",
+            f"{DATA}/{{split}}.validation.json",
             dataset=wildcards.dataset,
             split=["validation", "test"],
         ),
     output:
-        model="results/best/{dataset}/best_model.pth",
-        selection="results/best/{dataset}/selection.json",
-        metrics="results/best/{dataset}/metrics.json",
+        model=f"{BEST}/best_model.pth",
+        selection=f"{BEST}/selection.json",
+        metrics=f"{BEST}/metrics.json",
     log:
-        "results/logs/combine_experts/{dataset}.log",
+        f"{LOGS}/combine_experts/{{dataset}}.log",
     wildcard_constraints:
         dataset=EXPERTS_RE,
     conda:
@@ -59,19 +59,17 @@ rule combine_experts:
 rule summarize_sweep:
     input:
         metrics=[f for dataset in DATASETS for f in run_files(dataset, "metrics.json")]
-        + expand("results/best/{name}/metrics.json", name=EXPERTS),
-        selections=expand(
-            "results/best/{dataset}/selection.json", dataset=[*DATASETS, *EXPERTS]
-        ),
+        + expand(f"{BEST}/metrics.json", dataset=EXPERTS),
+        selections=expand(f"{BEST}/selection.json", dataset=[*DATASETS, *EXPERTS]),
     output:
         report(
-            "results/sweep/summary.csv",
+            f"{SWEEP}/summary.csv",
             caption="../report/summary.rst",
             category="Sweep",
             labels={"table": "summary"},
         ),
     log:
-        "results/logs/summarize_sweep.log",
+        f"{LOGS}/summarize_sweep.log",
     conda:
         "../envs/statetrain.yaml"
     params:

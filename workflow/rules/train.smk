@@ -5,12 +5,12 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model=f"results/runs/{{dataset}}/{GRID.wildcard_pattern}/best_model.pth",
-        history=f"results/runs/{{dataset}}/{GRID.wildcard_pattern}/training_history.json",
-        csv=f"results/runs/{{dataset}}/{GRID.wildcard_pattern}/history.csv",
-        metrics=f"results/runs/{{dataset}}/{GRID.wildcard_pattern}/metrics.json",
+        model=f"{RUNS}/best_model.pth",
+        history=f"{RUNS}/training_history.json",
+        csv=f"{RUNS}/history.csv",
+        metrics=f"{RUNS}/metrics.json",
     log:
-        f"results/logs/train/{{dataset}}/{GRID.wildcard_pattern}.log",
+        f"{LOGS}/train/{{dataset}}/{GRID.wildcard_pattern}.log",
     conda:
         "../envs/statetrain.yaml"
     threads: 1

@@ -62,6 +62,20 @@ class Task:
         self.spec = dict(spec)
         self.training = dict(training or {})
 
+    # ---------------------------------------------------------------- data
+    def user_files(self) -> dict[str, str]:
+        """Split files the user gives that are used as they are (no prepared copy)."""
+        return {}
+
+    def write_split(self, split: str, out: str | Path) -> str:
+        """Generate (or read and split the user's data) and write one split to `out`
+        atomically; return a one-line description for the log."""
+        raise NotImplementedError
+
+    def check_split(self, path: str | Path) -> dict[str, Any]:
+        """Run every check on one split file; the JSON-able report, or DatasetError."""
+        raise NotImplementedError
+
     def read_split(self, path: str | Path) -> Any:
         """Read one split file and run every check on it (DatasetError naming the problem)."""
         raise NotImplementedError
@@ -120,6 +134,16 @@ class BatchTask(Task):
     """
 
     # ---------------------------------------------------------------- the run contract
+    def write_split(self, split: str, out: str | Path) -> str:
+        arrays = self.make_splits()[split]
+        save_split(arrays, out)
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items())
+        source = self.spec.get("path") or f"the {self.name} generator (seed {self.spec['seed']})"
+        return f"{split} from {source}: {shapes}"
+
+    def check_split(self, path: str | Path) -> dict[str, Any]:
+        return self.validate(load_split(path), path)
+
     def read_split(self, path: str | Path) -> Arrays:
         arrays = load_split(path)
         self.validate(arrays, path)

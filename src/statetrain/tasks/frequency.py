@@ -46,11 +46,38 @@ class FrequencyTask(Task):
     def generator_spec(self) -> Mapping[str, Any] | None:
         """The scenario, when window training may draw fresh noise from the generator; None
         for a user's files (windows then come from the training file)."""
-        if any(f"{s}_path" in self.spec for s in ("train", "validation", "test")):
+        if self.user_files():
             return None
         if not all(k in self.spec for k in GENERATOR_KEYS):
             return None
         return self.spec
+
+    # ---------------------------------------------------------------- data
+    def user_files(self) -> dict[str, str]:
+        return {
+            s: self.spec[f"{s}_path"]
+            for s in ("train", "validation", "test")
+            if f"{s}_path" in self.spec
+        }
+
+    def write_split(self, split: str, out: str | Path) -> str:
+        from ..data import generate_split, save_array
+
+        array = generate_split(self.spec, split)
+        save_array(array, out)
+        return (
+            f"{split}: {len(array)} rows, phase_jitter {self.spec['phase_jitter']:.4f} rad, "
+            f"seed {self.spec['seeds'][split]}"
+        )
+
+    def check_split(self, path: str | Path) -> dict[str, Any]:
+        from ..validation import validate_dataset
+
+        return validate_dataset(
+            path,
+            min_stream_length=int(self.spec.get("min_stream_length", 1)),
+            n_frequencies=len(self.frequencies) or None,
+        )
 
     # ---------------------------------------------------------------- the run contract
     def read_split(self, path: str | Path) -> Any:
