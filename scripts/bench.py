@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import statistics
@@ -39,6 +38,7 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from statetrain import native
+from statetrain.io import write_json
 from statetrain.model import FrequencyLSTM
 
 
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"speedup native vs reference: {ratio:.0f}x (native JIT warm-up {nat['warmup_s']:.1f} s)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, out)
     print(f"wrote {out}")
     return result
 

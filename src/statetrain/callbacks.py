@@ -9,6 +9,7 @@ history, so a resumed run behaves exactly as an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import sys
@@ -148,29 +149,29 @@ class ModelCheckpoint(Callback):
 
 
 class CSVLogger(Callback):
-    """One CSV row per epoch, appended as the epoch ends (readable while training runs)."""
+    """One CSV row per epoch, the file rewritten atomically from the history as each epoch
+    ends: readable while training runs, complete after a resume, never half a row after a
+    crash (a run has hundreds of epochs, so rewriting costs nothing)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    def on_train_begin(self, trainer: Any) -> None:
-        # Rewrite from the history so a resumed run's file is complete and not duplicated.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def _write(self, trainer: Any) -> None:
+        from .io import write_text
+
         rows = MetricsTracker(trainer.history).rows()
-        with open(self.path, "w", newline="") as fh:
-            if rows:
-                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+        buffer = io.StringIO(newline="")
+        if rows:
+            writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        write_text(buffer.getvalue(), self.path)
+
+    def on_train_begin(self, trainer: Any) -> None:
+        self._write(trainer)
 
     def on_epoch_end(self, trainer: Any, epoch: int, row: Mapping[str, Any]) -> None:
-        record = MetricsTracker(trainer.history).row(epoch - 1)  # this epoch only
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        with open(self.path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(record))
-            if new:
-                writer.writeheader()
-            writer.writerow(record)
+        self._write(trainer)
 
 
 class TensorBoardLogger(Callback):
