@@ -192,3 +192,27 @@ def test_export_rule_end_to_end(quick_run):
     assert not (
         quick_run / "results" / "quick" / "best" / "w0" / "model.onnx"
     ).exists()  # only as asked
+
+
+def test_an_expert_combination_exports_with_its_states_stacked(rows_array, tmp_path):
+    """The headline model kind (per-frequency experts, one ExpertLSTM) exports as one step
+    graph whose h/c stack the experts' states, and matches PyTorch over the whole split."""
+    from statetrain.model import ExpertLSTM
+
+    experts = [_trained(1, seed=k) for k in range(4)]
+    combined = ExpertLSTM(experts).eval()
+    ckpt = tmp_path / "experts.pth"
+    save_checkpoint_file(
+        {
+            "model_state_dict": combined.state_dict(),
+            "model_args": {"experts": [_args(e) for e in experts]},
+            "state_reset": "stream",
+        },
+        ckpt,
+    )
+    data = tmp_path / "test.npy"
+    np.save(data, rows_array)
+    report = export.export_checkpoint(ckpt, tmp_path / "e.onnx", data)
+    assert report["passed"] and report["max_abs_diff"] <= 1e-5 and report["rows"] == 400
+    session = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[1].shape[0] == 4  # 4 experts × 1 layer of state rows

@@ -44,22 +44,52 @@ class OnnxCheckError(RuntimeError):
 
 
 class _Step(nn.Module):
-    """The model as a function of (x, h0, c0) -> (y, h1, c1): the state is graph I/O."""
+    """The model as a function of (x, h0, c0) -> (y, h1, c1): the state is graph I/O.
+
+    An ExpertLSTM carries one state per expert; they travel stacked along the layer axis
+    (expert k's layers are rows k·L … k·L + L − 1), so a caller sees one h and one c whatever
+    the model, and feeds them back unchanged.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        experts = getattr(model, "experts", None)
+        self.n_experts = len(experts) if experts is not None else 0
+        self.layers = int(experts[0].num_layers) if experts is not None else 0
 
     def forward(
         self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y, (h1, c1) = self.model(x, (h0, c0))
-        return y, h1, c1
+        if not self.n_experts:
+            y, (h1, c1) = self.model(x, (h0, c0))
+            return y, h1, c1
+        states = tuple(
+            (
+                h0[k * self.layers : (k + 1) * self.layers],
+                c0[k * self.layers : (k + 1) * self.layers],
+            )
+            for k in range(self.n_experts)
+        )
+        y, new = self.model(x, states)
+        return y, torch.cat([h for h, _ in new]), torch.cat([c for _, c in new])
 
 
 def _state_shape(model: nn.Module) -> tuple[int, int, int]:
-    """(input_size, num_layers, hidden_size) of a FrequencyLSTM-like model."""
-    return int(model.input_size), int(model.num_layers), int(model.hidden_size)
+    """(input_size, state rows, hidden_size) of a FrequencyLSTM or of an ExpertLSTM whose
+    experts share their depth and width (their states stack into one tensor)."""
+    experts = getattr(model, "experts", None)
+    if experts is None:
+        return int(model.input_size), int(model.num_layers), int(model.hidden_size)
+    shapes = {(int(e.num_layers), int(e.hidden_size)) for e in experts}
+    if len(shapes) != 1:
+        raise OnnxCheckError(
+            f"the experts differ in (layers, hidden size) {sorted(shapes)}: their states do "
+            "not stack into one tensor, so this ExpertLSTM has no single-state ONNX step. "
+            "Train the experts at one size to export the combination."
+        )
+    layers, hidden = shapes.pop()
+    return int(model.input_size), layers * len(experts), hidden
 
 
 def export_onnx(
@@ -269,17 +299,19 @@ def export_checkpoint(
     if report_path is not None:
         refuse_overwrite(report_path, inputs)
     model, ckpt = load_model(checkpoint)
-    if ckpt.get("task", "frequency") != "frequency" or not hasattr(model, "num_layers"):
+    if ckpt.get("task", "frequency") != "frequency":
         raise OnnxCheckError(
-            f"Checkpoint '{checkpoint}' holds a {type(model).__name__} "
-            f"({ckpt.get('task', 'frequency')} task); ONNX export covers the frequency task's "
-            "single FrequencyLSTM so far. Export a single-model checkpoint instead."
+            f"Checkpoint '{checkpoint}' holds a {type(model).__name__} of the "
+            f"{ckpt.get('task')} task; ONNX export covers the frequency task's stateful models "
+            "(FrequencyLSTM, ExpertLSTM) so far. Use `statetrain predict` for this model."
         )
     state_reset = ckpt.get("state_reset") or "epoch"
+    input_size, state_rows, hidden = _state_shape(model)
     model_args = {
-        "input_size": model.input_size,
-        "hidden_size": model.hidden_size,
-        "num_layers": model.num_layers,
+        "input_size": input_size,
+        "hidden_size": hidden,
+        "num_layers": state_rows,
+        "experts": len(getattr(model, "experts", ())),
     }
     metadata = {"source": Path(checkpoint).name, "state_reset": state_reset, **model_args}
     t0 = time.perf_counter()

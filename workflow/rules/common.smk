@@ -121,11 +121,16 @@ def final_outputs():
     outputs = [f"{SWEEP}/summary.csv", f"{SWEEP}/headline.csv"]
     if not TASK.batch:
         outputs.append(f"{ROOT}/plots/learnability.png")
-    for name in EXPERTS:
+    for dataset in EXPERTS:
         outputs += [
-            f"{BEST.format(dataset=name)}/best_model.pth",
-            f"{PLOTS.format(dataset=name)}/graph1.png",
-            f"{PLOTS.format(dataset=name)}/graph2.png",
+            f"{BEST.format(dataset=dataset)}/best_model.pth",
+            f"{PLOTS.format(dataset=dataset)}/graph1.png",
+            f"{PLOTS.format(dataset=dataset)}/graph2.png",
+        ]
+    for dataset in [*DATASETS, *EXPERTS] if config["export"]["onnx"] else []:
+        outputs += [
+            f"{BEST.format(dataset=dataset)}/model.onnx",
+            f"{BEST.format(dataset=dataset)}/onnx_check.json",
         ]
     for dataset in DATASETS:
         outputs += [
@@ -134,9 +139,4 @@ def final_outputs():
         ]
         outputs += [f"{PLOTS.format(dataset=dataset)}/{name}" for name in TASK.figures]
         outputs += run_files(dataset, "loss_curves.png")
-        if config["export"]["onnx"]:
-            outputs += [
-                f"{BEST.format(dataset=dataset)}/model.onnx",
-                f"{BEST.format(dataset=dataset)}/onnx_check.json",
-            ]
     return outputs
