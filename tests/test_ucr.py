@@ -230,6 +230,24 @@ def test_variable_length_archive_trains_and_predicts(tmp_path):
     assert proba.shape == (370, 9) and np.allclose(proba.sum(axis=1), 1.0)
 
 
+def test_forget_bias_is_honoured_at_initialisation():
+    """training.forget_bias (shared with the frequency task) opens the forget gates of every
+    layer and direction; 0 leaves PyTorch's initialisation untouched."""
+    spec = {"sequences": 60, "length": 20, "channels": 2, "positive_rate": 0.2}
+    training = {"hidden_size": 4, "num_layers": 2, "bidirectional": True}
+    train = ClassifierTask(spec).make_splits()["train"]
+    torch.manual_seed(0)
+    plain = ClassifierTask(spec, training).build_model(train)
+    torch.manual_seed(0)
+    biased = ClassifierTask(spec, {**training, "forget_bias": 2.0}).build_model(train)
+    for name, value in plain.lstm.named_parameters():
+        delta = dict(biased.lstm.named_parameters())[name] - value
+        expected = torch.zeros_like(value)
+        if name.startswith("bias_ih"):
+            expected[4:8] = 2.0
+        assert torch.allclose(delta, expected), name
+
+
 # ============================================================================ baselines
 def test_archive_baselines_score_the_same_splits():
     spec = {"archive": "BasicMotions", "split": {"validation": 0.25}}
@@ -324,3 +342,42 @@ def test_benchmark_table_says_who_wins(tmp_path):
     assert "| `A` |" in table and "`B`" not in table
     assert "1-NN DTW (LSTM loses)" in table
     assert "| 1.000 |" in table  # HC2's published GunPoint accuracy from aeon's results file
+
+
+@pytest.mark.workflow
+def test_workflow_runs_a_users_multiclass_npy_with_own_test_split(tmp_path):
+    """The keys outside programs write, through Snakemake end to end: summary.csv carries the
+    LSTM's and the baseline's accuracy, balanced accuracy and macro-F1 side by side, and the
+    console's `statetrain predict` names its columns by class."""
+    import subprocess
+
+    import pandas as pd
+    import yaml
+
+    from .conftest import PYTHON, snakemake
+
+    data_spec, (_, _, tx, _) = _three_classes(tmp_path)
+    cfg = {
+        "task": "classifier",
+        "data": {**data_spec, "baselines": ["dtw"]},
+        "datasets": {"mine": {}},
+        "training": {"hidden_size": 8, "num_layers": 1, "epochs": 3, "batch_size": 16},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(tmp_path, "--configfile", str(tmp_path / "c.yaml"))
+    summary = pd.read_csv(next(tmp_path.glob("results/**/sweep/summary.csv")))
+    for prefix in ("test_", "baseline_test_dtw_"):
+        for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
+            assert 0.0 <= float(summary[prefix + metric].iloc[0]) <= 1.0, prefix + metric
+    best = next(tmp_path.glob("results/**/best/mine/best_model.pth"))
+    test = next(tmp_path.glob("results/**/data/mine/test.npz"))
+    out = tmp_path / "probs.csv"
+    proc = subprocess.run(
+        [PYTHON, "-m", "statetrain.cli", "predict", str(best), str(test), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = out.read_text().splitlines()
+    assert lines[0] == "down,flat,up" and len(lines) == 1 + len(tx)

@@ -885,6 +885,15 @@ class ClassifierTask(BatchTask):
             std = np.maximum(steps.std(axis=0), STD_FLOOR)
         model.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         model.std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        forget_bias = float(self.training.get("forget_bias") or 0.0)
+        if forget_bias:
+            # PyTorch's gate order is (input, forget, cell, output). A positive forget bias
+            # makes the cells remember by default: the final state then still sees the
+            # start of a long sequence (GunPoint's gesture sits 50-100 steps before its end).
+            with torch.no_grad():
+                for name, bias in model.lstm.named_parameters():
+                    if name.startswith("bias_ih"):
+                        bias[model.hidden_size : 2 * model.hidden_size] += forget_bias
         if model.num_classes > 2:
             weight = (
                 self.class_weight
