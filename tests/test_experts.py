@@ -1,14 +1,16 @@
 """Per-frequency experts combined into one ExpertLSTM, through the workflow."""
 
 import json
+import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from statetrain.config import ConfigError, validate_config
 
-from .conftest import snakemake
+from .conftest import PYTHON, snakemake
 
 EXPERTS = {
     "data": {"frequencies": [1, 3], "duration_s": 0.5, "phase_jitter": "pi/8"},
@@ -78,3 +80,25 @@ def test_experts_combine_into_one_model_scored_on_all_streams(tmp_path):
     assert row["selected"] and row["grid_point"] == "experts"
     for name in ("graph1.png", "graph2.png"):
         assert (res / "plots/ens" / name).stat().st_size > 10_000
+
+    # The combined model through the console command: evaluate, predict, export.
+    best, test = res / "best/ens/best_model.pth", res / "data/ens/test.npy"
+    evaluated = json.loads(statetrain("evaluate", best, test).stdout)
+    assert evaluated["overall"]["mse"] == pytest.approx(
+        combined["test"]["overall"]["mse"], rel=1e-5
+    )
+    statetrain("predict", best, test, tmp_path / "pred.npy")
+    assert np.load(tmp_path / "pred.npy").shape == (len(np.load(test)), 1)
+    statetrain("export", best, tmp_path / "ens.onnx", "--data", test)
+    assert json.loads((tmp_path / "ens.check.json").read_text())["passed"]
+
+
+def statetrain(*args):
+    proc = subprocess.run(
+        [PYTHON, "-m", "statetrain.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc

@@ -365,3 +365,65 @@ def test_generated_split_files_stay_json_clean(trained):
     """metrics.json never holds NaN (not JSON): a reader sees null."""
     out, _ = trained
     json.loads((out / "metrics.json").read_text(), parse_constant=pytest.fail)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("frequencies", "1357", "frequencies"),
+        ("frequencies", [1, float("nan")], "frequencies"),
+        ("state_reset", "sideways", "state_reset"),
+    ],
+)
+def test_hostile_checkpoint_fields_are_refused_clearly(trained, field, value, match):
+    out, _ = trained
+    path = out / "best_model.pth"
+    torch.save({**torch.load(path, weights_only=True), field: value}, path)
+    with pytest.raises(CheckpointError, match=match):
+        load_model(path)
+
+
+def test_weights_of_another_dtype_are_refused(trained):
+    out, _ = trained
+    path = out / "best_model.pth"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model_state_dict"] = {k: v.to(torch.float64) for k, v in ckpt["model_state_dict"].items()}
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="dtype"):
+        load_model(path)
+
+
+def test_a_batch_checkpoint_with_a_hostile_training_value_is_refused(tmp_path):
+    from statetrain.tasks.classifier import ClassifierTask
+
+    with pytest.raises(ValueError, match="threshold"):
+        ClassifierTask.from_checkpoint({"config": {"threshold": "high"}})
+    # keys from another statetrain version are tolerated
+    task = ClassifierTask.from_checkpoint({"config": {"threshold": 0.4, "retired_key": 1}})
+    assert task.training["threshold"] == 0.4
+
+
+def test_a_split_archive_that_unpacks_too_large_is_refused(tmp_path, monkeypatch):
+    from statetrain.tasks import base
+
+    path = tmp_path / "split.npz"
+    np.savez_compressed(path, x=np.zeros((2000, 100), dtype=np.float32))
+    monkeypatch.setattr(base, "MAX_SPLIT_BYTES", 100_000)  # the file unpacks to 800 kB
+    with pytest.raises(DatasetError, match="unpacks to"):
+        base.load_split(path)
+
+
+def test_a_complex_split_archive_is_refused(tmp_path):
+    from statetrain.tasks.base import load_split
+
+    path = tmp_path / "split.npz"
+    np.savez(path, x=np.ones((4, 3), dtype=np.complex64))
+    with pytest.raises(DatasetError, match="complex"):
+        load_split(path)
+
+
+def test_names_are_bounded_in_length():
+    with pytest.raises(ConfigError, match="datasets"):
+        validate_config({"datasets": {"a" * 65: {}}})
+    with pytest.raises(ConfigError, match="experiment"):
+        validate_config({"experiment": "e" * 65})

@@ -141,6 +141,28 @@ def test_vae_workflow_selects_on_validation_and_plots(tmp_path):
     summary = (res / "sweep/summary.csv").read_text().splitlines()
     assert len(summary) == 3 and "baseline_test_auc" in summary[0]
 
+    # The selected VAE through the console command: frozen metrics and predictions.
+    best, test = res / "best/birds/best_model.pth", res / "data/birds/test.npz"
+    proc = subprocess.run(
+        [PYTHON, "-m", "statetrain.cli", "evaluate", str(best), str(test)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["overall"]["auc"] == pytest.approx(
+        metrics["test"]["overall"]["auc"], rel=1e-6
+    )
+    proc = subprocess.run(
+        [PYTHON, "-m", "statetrain.cli", "predict", str(best), str(test), str(tmp_path / "p.csv")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header, *rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert len(rows) == len(np.load(test)["x"]) and header.startswith("p_")
+
 
 def test_a_bad_user_matrix_is_refused_with_a_clear_error(tmp_path):
     """`statetrain data` (the generate_data rule's library call, by hand) refuses the user's

@@ -175,7 +175,14 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
             f"(known: {', '.join(TASK_NAMES)})."
         )
     args = ckpt.get("model_args") or {}
-    builder = task_class(task).from_checkpoint(ckpt)
+    try:
+        builder = task_class(task).from_checkpoint(ckpt)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"Checkpoint '{path}' describes its {task} model with values this statetrain cannot "
+            f"use ({' '.join(str(exc).split())}). It was altered or not written by statetrain; "
+            "retrain it."
+        ) from None
     try:
         with torch.device("meta"):
             skeleton = builder.model_from_args(args)
@@ -184,13 +191,13 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
             f"Checkpoint '{path}' has model_args {args} that do not build a {task} model "
             f"({exc}). It was not written by this statetrain or was altered; retrain it."
         ) from None
-    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-    stored = {k: tuple(v.shape) for k, v in ckpt["model_state_dict"].items()}
+    expected = {k: (tuple(v.shape), str(v.dtype)) for k, v in skeleton.state_dict().items()}
+    stored = {k: (tuple(v.shape), str(v.dtype)) for k, v in ckpt["model_state_dict"].items()}
     if expected != stored:
         diff = sorted(set(expected.items()) ^ set(stored.items()))[:3]
         raise CheckpointError(
             f"Checkpoint '{path}': its weights do not match its own model_args {args} (first "
-            f"differences, name and shape: {diff}). The file was altered or is not a "
+            f"differences, name, shape and dtype: {diff}). The file was altered or is not a "
             "statetrain checkpoint; retrain it."
         )
     model = builder.model_from_args(args)

@@ -103,10 +103,28 @@ class Task:
     # ---------------------------------------------------------------- using a trained model
     @classmethod
     def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> Task:
-        """The task as a checkpoint describes it (its training section; data keys the model
-        needs at inference, e.g. the frequencies)."""
+        """The task as a checkpoint describes it (its training section, checked against the
+        schema like a config's: a hostile value fails here, not deep in a metric; data keys
+        the model needs at inference, e.g. the frequencies)."""
         config = ckpt.get("config")
-        return cls({}, config if isinstance(config, Mapping) else {})
+        config = dict(config) if isinstance(config, Mapping) else {}
+        if config:
+            import jsonschema
+
+            from ..config import schema
+
+            training = schema(cls.name)["properties"]["training"]
+            # Keys a newer or older statetrain wrote are tolerated; wrong values are not.
+            errors = [
+                e
+                for e in jsonschema.Draft202012Validator(training).iter_errors(config)
+                if e.validator != "additionalProperties"
+            ]
+            error = jsonschema.exceptions.best_match(errors)
+            if error is not None:
+                where = ".".join(map(str, error.absolute_path)) or "config"
+                raise ValueError(f"training key '{where}': {error.message[:200]}")
+        return cls({}, config)
 
     def model_from_args(self, args: Mapping[str, Any]) -> nn.Module:
         """Rebuild the architecture from a checkpoint's plain `model_args` (never code)."""
@@ -285,6 +303,26 @@ def save_split(arrays: Mapping[str, np.ndarray], path: str | Path) -> Path:
     return write_npz({k: np.asarray(v) for k, v in arrays.items()}, path)
 
 
+# A split archive larger than this once unpacked is refused before numpy reads it: a
+# compressed .npz can claim far more than its size on disk (a zip bomb).
+MAX_SPLIT_BYTES = 8 * 1024**3
+
+
+def _check_npz_size(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(i.file_size for i in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # np.load reports an unreadable archive below
+    if total > MAX_SPLIT_BYTES:
+        raise DatasetError(
+            path,
+            "size",
+            f"the archive unpacks to {total:,} bytes, more than {MAX_SPLIT_BYTES:,}.",
+            "Split the data into smaller files, or check that the file is what you meant.",
+        )
+
+
 def load_split(path: str | Path, required: tuple[str, ...] = ()) -> Arrays:
     """Read a split `.npz` without ever unpickling; missing or unreadable → DatasetError."""
     path = Path(path)
@@ -292,9 +330,13 @@ def load_split(path: str | Path, required: tuple[str, ...] = ()) -> Arrays:
         raise DatasetError(
             path, "exists", "the file does not exist.", "Check the path in your config."
         )
+    _check_npz_size(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
+            complex_ = [k for k, v in arrays.items() if np.iscomplexobj(v)]
+            if complex_:
+                raise ValueError(f"array(s) {complex_} hold complex numbers, which are refused")
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DatasetError(
             path,

@@ -184,9 +184,20 @@ class FrequencyTask(Task):
     # ---------------------------------------------------------------- using a trained model
     @classmethod
     def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> FrequencyTask:
+        import math
+
         config = ckpt.get("config") if isinstance(ckpt.get("config"), Mapping) else {}
-        task = cls({"frequencies": list(ckpt.get("frequencies") or [])}, config)
-        task.trained_state_reset = str(ckpt.get("state_reset") or "epoch")
+        freqs = ckpt.get("frequencies") or []
+        if not isinstance(freqs, (list, tuple)) or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0
+            for f in freqs
+        ):
+            raise ValueError(f"frequencies {str(freqs)[:80]} are not a list of positive numbers")
+        reset = ckpt.get("state_reset") or "epoch"
+        if reset not in ("epoch", "stream"):
+            raise ValueError(f"state_reset {str(reset)[:40]!r} is neither 'epoch' nor 'stream'")
+        task = cls({"frequencies": list(freqs)}, config)
+        task.trained_state_reset = reset
         task.input_size = (ckpt.get("model_args") or {}).get("input_size")
         return task
 
