@@ -231,7 +231,7 @@ def _bad_file(kind: str, tmp_path: Path) -> Path:
         ("empty site", "site non-empty", "row 9"),
         ("1-D", "2-D", "shape (40,)"),
         ("pickle", "readable", "pickles"),
-        ("object array", "readable", "pickles"),
+        ("object array", "dtype", "objects"),
         ("no header", "header", "species names"),
     ],
 )

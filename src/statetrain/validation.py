@@ -48,7 +48,7 @@ def _read_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
             raise DatasetError(
                 path,
                 "readable",
-                f"not a NumPy .npy file ({exc}); a pickle or another format is refused.",
+                f"not a NumPy .npy file ({exc}); pickles and other formats are refused.",
                 "Save the array with numpy.save(path, array).",
             ) from None
         try:
@@ -314,6 +314,14 @@ def read_csv_strict(path: str | Path, what: str = "table") -> Any:
             "Save it with commas between fields (pandas: df.to_csv(path, index=False)).",
         )
     names = [h.strip() for h in header]
+    if names and all(_is_number(n) for n in names if n) and any(names):
+        raise DatasetError(
+            path,
+            "header",
+            f"the first row holds numbers ({', '.join(names[:5])}...) where column names are "
+            "expected.",
+            f"Add a header row (expected: {what}).",
+        )
     empty = [j for j, n in enumerate(names) if not n]
     if empty and empty != [0]:  # an unnamed first column is an index pandas wrote
         raise DatasetError(
@@ -332,3 +340,11 @@ def read_csv_strict(path: str | Path, what: str = "table") -> Any:
         return pd.read_csv(path)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise DatasetError(path, "readable", f"pandas could not read it ({exc}).") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

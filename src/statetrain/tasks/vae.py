@@ -339,7 +339,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(matrix, species names, site ids or None) from a CSV with a header of species names."""
     import pandas as pd
 
-    frame = read_csv_strict(path, "header row of species names, then one row of 0/1 per site")
+    frame = read_csv_strict(path, "a header row of species names, then one row of 0/1 per site")
     site_ids = None
     numeric = pd.api.types.is_numeric_dtype  # bool counts as numeric; text (object/str) not
     if frame.shape[1] and not numeric(frame.dtypes.iloc[0]):
