@@ -37,15 +37,15 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from statetrain import native
 from statetrain.io import write_json
-from statetrain.model import FrequencyLSTM
+from statetrain.tasks.frequency import native
+from statetrain.tasks.frequency.model import FrequencyLSTM
 
 
 def task_data(seed: int = 1) -> np.ndarray:
     """(40000, 6) float32 [S, C1..C4, target]: the library's generator, or the same inline."""
     try:
-        from statetrain.data import generate_dataset
+        from statetrain.tasks.frequency.data import generate_dataset
 
         return generate_dataset(seed=seed)
     except ImportError:
@@ -70,7 +70,7 @@ def seed_loader(data: np.ndarray, tmp: Path):
     from torch.utils.data import DataLoader, TensorDataset
 
     try:
-        from statetrain.data import FrequencyDataset
+        from statetrain.tasks.frequency.data import FrequencyDataset
 
         path = tmp / "train.npy"
         np.save(path, data)

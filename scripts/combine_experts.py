@@ -4,11 +4,11 @@ Each member dataset trains one expert on one stream (`streams: [f]`) and selects
 point on its own frozen validation split; nothing here chooses anything. The combined model
 routes every row to the expert of its one-hot C and is scored frozen, with the state carried
 from each stream start, on the full validation and test splits (the same seeds, so each
-expert meets exactly the rows it was scored on); the logic is statetrain.experts.
+expert meets exactly the rows it was scored on); the logic is statetrain.tasks.frequency.experts.
 """
 
 from statetrain import scripting
-from statetrain.experts import combine_experts
+from statetrain.tasks.frequency.experts import combine_experts
 
 if "snakemake" in globals():
     sm = globals()["snakemake"]

@@ -6,7 +6,7 @@ every prediction is within 1e-4 of PyTorch's). By hand: `statetrain export CHECK
 import torch
 
 from statetrain import scripting
-from statetrain.export import export_checkpoint
+from statetrain.tasks.frequency.export import export_checkpoint
 
 sm = globals()["snakemake"]
 with scripting.rule_logging(sm.log[0]):

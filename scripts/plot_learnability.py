@@ -6,8 +6,9 @@ By hand: python scripts/plot_learnability.py --summary results/sweep/summary.csv
 
 import pandas as pd
 
-from statetrain import plots, scripting
+from statetrain import scripting
 from statetrain.io import write_text
+from statetrain.tasks.frequency import plots
 
 
 def main(summary: str, out: str, table: str | None = None) -> None:

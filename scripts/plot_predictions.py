@@ -4,9 +4,10 @@ Predictions are frozen, on the test split, with the state carried from the strea
 training.
 """
 
-from statetrain import plots, scripting
+from statetrain import scripting
 from statetrain.checkpoint import load_model
-from statetrain.trainer import Split, predict
+from statetrain.tasks.frequency import plots
+from statetrain.tasks.frequency.trainer import Split, predict
 from statetrain.validation import load_array
 
 

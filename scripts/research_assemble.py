@@ -35,12 +35,12 @@ from torch import nn
 from statetrain.assemble import assemble_experts, fine_tune
 from statetrain.checkpoint import save_checkpoint_file
 from statetrain.config import dataset_spec, load_config
-from statetrain.data import generate_dataset, generate_split
-from statetrain.metrics import evaluate_streams
-from statetrain.model import FrequencyLSTM
 from statetrain.runner import load_model
-from statetrain.trainer import Split, StatefulTrainer, predict, set_seed
-from statetrain.window import WindowCurriculum
+from statetrain.tasks.frequency.data import generate_dataset, generate_split
+from statetrain.tasks.frequency.metrics import evaluate_streams
+from statetrain.tasks.frequency.model import FrequencyLSTM
+from statetrain.tasks.frequency.trainer import Split, StatefulTrainer, predict, set_seed
+from statetrain.tasks.frequency.window import WindowCurriculum
 
 OUT = Path("results/research/assemble")
 log = logging.getLogger("statetrain")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from statetrain.data import generate_dataset, save_array
+from statetrain.tasks.frequency.data import generate_dataset, save_array
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

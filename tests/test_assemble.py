@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from statetrain.assemble import assemble_experts, fine_tune
-from statetrain.data import generate_dataset
-from statetrain.model import FrequencyLSTM
-from statetrain.trainer import Split, predict
+from statetrain.tasks.frequency.data import generate_dataset
+from statetrain.tasks.frequency.model import FrequencyLSTM
+from statetrain.tasks.frequency.trainer import Split, predict
 
 FREQS = [1, 3, 5, 7]
 HEAD_BIASES = [0.2, -0.15, 0.1, 0.05]

@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from statetrain import FrequencyDataset, generate_dataset
-from statetrain.data import save_array, stream_columns, stream_starts
+from statetrain.tasks.frequency.data import save_array, stream_columns, stream_starts
 
 
 def test_generator_layout_matches_the_data_contract():

@@ -13,8 +13,8 @@ import torch
 
 from statetrain import export
 from statetrain.checkpoint import CheckpointError, save_checkpoint_file
-from statetrain.model import FrequencyLSTM
-from statetrain.trainer import Split, predict
+from statetrain.tasks.frequency.model import FrequencyLSTM
+from statetrain.tasks.frequency.trainer import Split, predict
 
 from .conftest import PYTHON, QUICK, small, snakemake
 
@@ -197,7 +197,7 @@ def test_export_rule_end_to_end(quick_run):
 def test_an_expert_combination_exports_with_its_states_stacked(rows_array, tmp_path):
     """The headline model kind (per-frequency experts, one ExpertLSTM) exports as one step
     graph whose h/c stack the experts' states, and matches PyTorch over the whole split."""
-    from statetrain.model import ExpertLSTM
+    from statetrain.tasks.frequency.model import ExpertLSTM
 
     experts = [_trained(1, seed=k) for k in range(4)]
     combined = ExpertLSTM(experts).eval()

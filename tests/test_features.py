@@ -11,7 +11,7 @@ from statetrain import runner
 from statetrain.callbacks import EarlyStopping, ModelCheckpoint
 from statetrain.checkpoint import load_checkpoint_file
 from statetrain.metrics import MetricsTracker
-from statetrain.trainer import Split, get_device
+from statetrain.tasks.frequency.trainer import Split, get_device
 
 from .conftest import small
 

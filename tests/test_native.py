@@ -1,6 +1,6 @@
 """The native engine against the plain PyTorch reference loop it must reproduce.
 
-The reference loop below is written independently of statetrain.native (its own chunking,
+The reference loop below is written independently of statetrain.tasks.frequency.native (its own chunking,
 torch's nn.LSTM, Adam/AdamW and clip_grad_norm_): per chunk of k rows, forward with the
 carried state, MSE, backward, clip, optimizer step (skipped when the loss or the gradient
 norm is not finite), detach. Both engines start from the same weights (copy.deepcopy) and
@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 import torch
 
-from statetrain import native
-from statetrain.model import FrequencyLSTM
+from statetrain.tasks.frequency import native
+from statetrain.tasks.frequency.model import FrequencyLSTM
 
 # Agreement with the reference loop: |native - torch| <= TOL * (1 + |torch|), i.e. absolute near
 # zero and relative for large values (a cell state of 1.5 differs in the fifth digit between

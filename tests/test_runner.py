@@ -8,7 +8,7 @@ import torch
 
 from statetrain import runner
 from statetrain.checkpoint import load_checkpoint_file
-from statetrain.trainer import StatefulTrainer
+from statetrain.tasks.frequency.trainer import StatefulTrainer
 
 
 def weights(path):

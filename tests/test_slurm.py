@@ -27,8 +27,8 @@ import yaml
 
 from statetrain.checkpoint import load_checkpoint_file
 from statetrain.config import grid_points, load_config
-from statetrain.data import generate_dataset, save_array
 from statetrain.scripting import grid_point_name
+from statetrain.tasks.frequency.data import generate_dataset, save_array
 
 from .conftest import PYTHON, ROOT
 

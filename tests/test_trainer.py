@@ -19,8 +19,8 @@ from statetrain import (
     load_checkpoint_file,
     save_checkpoint_file,
 )
-from statetrain.data import save_array
-from statetrain.trainer import Split, chunk_bounds, predict
+from statetrain.tasks.frequency.data import save_array
+from statetrain.tasks.frequency.trainer import Split, chunk_bounds, predict
 
 from .conftest import small
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from statetrain import DatasetError, validate_dataset
-from statetrain.data import generate_dataset
+from statetrain.tasks.frequency.data import generate_dataset
 
 
 def good() -> np.ndarray:

@@ -7,7 +7,7 @@ import torch
 from statetrain import runner
 from statetrain.checkpoint import load_checkpoint_file
 from statetrain.config import ConfigError, dataset_spec, training_config, validate_config
-from statetrain.data import generate_split, save_array
+from statetrain.tasks.frequency.data import generate_split, save_array
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ def test_report_is_built(quick_run):
 
 @pytest.mark.workflow
 def test_a_bad_user_dataset_stops_the_workflow_before_training(tmp_path):
-    from statetrain.data import generate_dataset
+    from statetrain.tasks.frequency.data import generate_dataset
 
     for split, seed in (("train", 1), ("validation", 3), ("test", 2)):
         data = generate_dataset(seed=seed, duration_s=0.3)

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .model import FrequencyLSTM
-from .trainer import Split, StatefulTrainer, predict, set_seed
-from .window import WindowCurriculum
+from .tasks.frequency.model import FrequencyLSTM
+from .tasks.frequency.trainer import Split, StatefulTrainer, predict, set_seed
+from .tasks.frequency.window import WindowCurriculum
 
 log = logging.getLogger("statetrain")
 

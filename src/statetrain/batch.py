@@ -19,7 +19,7 @@ from torch import nn
 
 from .callbacks import Callback
 from .tasks.base import BatchTask
-from .trainer import EpochLoop, TrainingError
+from .tasks.frequency.trainer import EpochLoop, TrainingError
 
 log = logging.getLogger("statetrain")
 

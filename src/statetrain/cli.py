@@ -102,7 +102,7 @@ def predict(args: argparse.Namespace) -> dict:
 
 
 def export(args: argparse.Namespace) -> dict:
-    from .export import export_checkpoint
+    from .tasks.frequency.export import export_checkpoint
 
     report = args.check_out
     if args.data and not report:

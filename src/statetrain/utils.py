@@ -1,6 +1,6 @@
 """Model utilities from the seed's training module: parameter counts and a printed summary.
 
-`get_device` and `set_seed` are re-exported from `statetrain.trainer` (not copied), so there
+`get_device` and `set_seed` are re-exported from `statetrain.loop` (not copied), so there
 is one definition of how a device is picked and what a seed fixes.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .trainer import get_device, set_seed
+from .loop import get_device, set_seed
 
 __all__ = ["count_parameters", "get_device", "print_model_summary", "set_seed"]
 

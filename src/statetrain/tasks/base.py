@@ -177,7 +177,7 @@ class BatchTask(Task):
     ) -> Any:
         from ..batch import BatchTrainer
         from ..optim import make_optimizer, make_scheduler
-        from ..trainer import get_device
+        from .frequency.trainer import get_device
 
         training = self.training
         model = self.build_model(splits["train"])

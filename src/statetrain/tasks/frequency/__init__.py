@@ -1,16 +1,18 @@
 """The frequency task: a stateful LSTM trained one time step at a time on the carried state.
 
 The assignment's task (seed 000): an LSTM receives a noisy mixture S(t) of sines and a one-hot
-C that picks one of them, and outputs that pure sine, sample by sample. Its parts:
+C that picks one of them, and outputs that pure sine, sample by sample. Everything it needs
+lives in this package:
 
-* data: `statetrain.data` (the generator, the (N, 6) split files) and `statetrain.validation`
-  (their checks);
-* models: `statetrain.model` (FrequencyLSTM, ExpertLSTM);
-* training: `statetrain.trainer.StatefulTrainer` (the reference loop: L = 1, state carried,
-  detach per step; TBPTT; its exact native twin in `statetrain.native`; whole-window training
-  in `statetrain.window`);
-* scoring and figures: `statetrain.metrics.evaluate_streams`, `statetrain.plots`;
-* export: `statetrain.export` (one step with explicit state, checked in onnxruntime).
+* `data.py`: the generator and the (N, n_frequencies + 2) split files; `validation.py`: their
+  checks;
+* `model.py`: FrequencyLSTM, ExpertLSTM;
+* `trainer.py`: StatefulTrainer, the reference loop (L = 1, state carried, detach per step;
+  TBPTT k) and frozen prediction; `native.py`: its exact numba twin; `window.py`:
+  whole-window training with its curriculum;
+* `experts.py`: per-frequency experts combined into one model;
+* `metrics.py`, `plots.py`: scores per stream, Graph 1/2, the learnability map;
+* `export.py`: ONNX, one step with explicit state, checked in onnxruntime.
 
 This module is what the runner and the workflow see of it: the `Task` contract. Torch and the
 task's modules are imported inside the methods, so the registry (read by the Snakefile at
@@ -23,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import Task
+from ..base import Task
 
 # The generator's keys: a scenario with all of them (and no user files) can draw fresh noise.
 GENERATOR_KEYS = ("frequencies", "fs", "duration_s", "amplitude_range", "phase_jitter", "seeds")
@@ -61,7 +63,7 @@ class FrequencyTask(Task):
         }
 
     def write_split(self, split: str, out: str | Path) -> str:
-        from ..data import generate_split, save_array
+        from .data import generate_split, save_array
 
         array = generate_split(self.spec, split)
         save_array(array, out)
@@ -71,7 +73,7 @@ class FrequencyTask(Task):
         )
 
     def check_split(self, path: str | Path) -> dict[str, Any]:
-        from ..validation import validate_dataset
+        from .validation import validate_dataset
 
         return validate_dataset(
             path,
@@ -81,8 +83,9 @@ class FrequencyTask(Task):
 
     # ---------------------------------------------------------------- the run contract
     def read_split(self, path: str | Path) -> Any:
-        from ..trainer import Split
-        from ..validation import load_array, validate_array
+        from ...validation import load_array
+        from .trainer import Split
+        from .validation import validate_array
 
         array = load_array(path)
         validate_array(
@@ -100,10 +103,10 @@ class FrequencyTask(Task):
     ) -> Any:
         import torch
 
-        from ..model import FrequencyLSTM
-        from ..optim import make_optimizer, make_scheduler
-        from ..trainer import StatefulTrainer, get_device
-        from ..window import WindowCurriculum
+        from ...optim import make_optimizer, make_scheduler
+        from .model import FrequencyLSTM
+        from .trainer import StatefulTrainer, get_device
+        from .window import WindowCurriculum
 
         training = self.training
         train, validation = splits["train"], splits.get("validation")
@@ -165,7 +168,7 @@ class FrequencyTask(Task):
         """The best epoch's frozen predictions on the validation split, per stream."""
         import numpy as np
 
-        from .. import plots
+        from . import plots
 
         validation = splits["validation"]
         path = out_dir / "validation_predictions.png"
@@ -202,7 +205,7 @@ class FrequencyTask(Task):
         return task
 
     def _check_inputs(self, split: Any) -> None:
-        from ..validation import DatasetError
+        from ...validation import DatasetError
 
         inputs = getattr(self, "input_size", None)
         if isinstance(inputs, int) and split.x.shape[1] != inputs:
@@ -217,8 +220,8 @@ class FrequencyTask(Task):
         self, model: Any, split: Any, *, state_reset: str | None = None
     ) -> dict[str, Any]:
         """Frozen metrics with the state carried as the model was trained and scored."""
-        from ..metrics import evaluate_streams
-        from ..trainer import predict
+        from .metrics import evaluate_streams
+        from .trainer import predict
 
         self._check_inputs(split)
         reset = state_reset or getattr(self, "trained_state_reset", "epoch")
@@ -230,7 +233,7 @@ class FrequencyTask(Task):
         self, model: Any, split: Any, *, state_reset: str | None = None
     ) -> dict[str, Any]:
         """One prediction per row, the state carried from each stream's start by default."""
-        from ..trainer import predict
+        from .trainer import predict
 
         self._check_inputs(split)
         return {"prediction": predict(model, split, state_reset or "stream")}
@@ -238,7 +241,7 @@ class FrequencyTask(Task):
     # ---------------------------------------------------------------- models
     def model_from_args(self, args: Mapping[str, Any]) -> Any:
         """A FrequencyLSTM, or an ExpertLSTM of several, from a checkpoint's model_args."""
-        from ..model import ExpertLSTM, FrequencyLSTM
+        from .model import ExpertLSTM, FrequencyLSTM
 
         if "experts" in args:
             experts = args["experts"]

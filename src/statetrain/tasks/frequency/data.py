@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import write_npy
-from .validation import DatasetError, load_array, validate_array
+from ...io import write_npy
+from ...validation import DatasetError, load_array
+from .validation import validate_array
 
 
 def generate_dataset(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .io import write_bytes
+from ...io import write_bytes
 from .trainer import Split, predict
 
 log = logging.getLogger("statetrain")
@@ -290,9 +290,10 @@ def export_checkpoint(
     leaves its figures behind; then OnnxCheckError is raised unless the check passed.
     A corrupt or foreign checkpoint raises CheckpointError, a bad split DatasetError.
     """
-    from .checkpoint import load_model
-    from .io import refuse_overwrite, write_json
-    from .validation import load_array, validate_array
+    from ...checkpoint import load_model
+    from ...io import refuse_overwrite, write_json
+    from ...validation import load_array
+    from .validation import validate_array
 
     inputs = [checkpoint, *([data] if data is not None else [])]
     refuse_overwrite(out, inputs)

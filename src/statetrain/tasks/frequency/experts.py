@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from .checkpoint import load_model, save_checkpoint_file
-from .io import read_json, write_json
+from ...checkpoint import load_model, save_checkpoint_file
+from ...io import read_json, write_json
 from .model import ExpertLSTM
 from .trainer import predict
 
@@ -38,8 +38,8 @@ def combine_experts(
     validation split, and where several members train one frequency, the lowest validation
     MSE on their own split serves.
     """
+    from . import FrequencyTask
     from .metrics import evaluate_streams
-    from .tasks.frequency import FrequencyTask
 
     loaded = [load_model(p) for p in model_paths]
     member_metrics = [read_json(p) for p in metrics_paths]
