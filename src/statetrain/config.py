@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from .validation import is_number
+
 SPLITS = ("train", "validation", "test")
 DATA_KEYS = (
     "frequencies",
@@ -118,19 +120,11 @@ def _deepest(err: Any) -> Any:
     return err
 
 
-def _looks_numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _format_error(err: Any) -> str:
     where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
     sub = err.schema if isinstance(err.schema, dict) else {}
     allowed = ""
-    if err.validator == "type" and isinstance(err.instance, str) and _looks_numeric(err.instance):
+    if err.validator == "type" and isinstance(err.instance, str) and is_number(err.instance):
         allowed = (
             f" YAML reads '{err.instance}' as text: write exponents with a sign and a dot "
             "(1.0e+12, 1.0e-3) or write the number out."

@@ -174,7 +174,7 @@ def read_csv_strict(path: str | Path, what: str = "table") -> Any:
             "Save it with commas between fields (pandas: df.to_csv(path, index=False)).",
         )
     names = [h.strip() for h in header]
-    if names and all(_is_number(n) for n in names if n) and any(names):
+    if names and all(is_number(n) for n in names if n) and any(names):
         raise DatasetError(
             path,
             "header",
@@ -202,7 +202,8 @@ def read_csv_strict(path: str | Path, what: str = "table") -> Any:
         raise DatasetError(path, "readable", f"pandas could not read it ({exc}).") from None
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether a text reads as a number (a header cell, a YAML value that stayed text)."""
     try:
         float(text)
     except ValueError:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..validation import DatasetError, load_array, read_csv_strict
+from ..validation import DatasetError, is_number, load_array, read_csv_strict
 from .base import SPLITS, Arrays, BatchTask, grad_norm, split_rows
 
 MIN_SITES = 10
@@ -347,7 +347,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         site_ids = frame.iloc[:, 0].astype(str).to_numpy()
         frame = frame.iloc[:, 1:]
     names = np.array([str(c) for c in frame.columns])
-    if names.size and all(_is_number(n) for n in names):
+    if names.size and all(is_number(n) for n in names):
         raise DatasetError(
             path,
             "header",
@@ -367,14 +367,6 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
                 "Only the first column may hold (non-numeric) site ids; write 0/1 elsewhere.",
             )
     return frame.to_numpy(dtype=np.float64, na_value=np.nan), names, site_ids
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def load_matrix(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
