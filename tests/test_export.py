@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from statetrain import export
 from statetrain.checkpoint import CheckpointError, save_checkpoint_file
+from statetrain.tasks.frequency import export
 from statetrain.tasks.frequency.model import FrequencyLSTM
 from statetrain.tasks.frequency.trainer import Split, predict
 
