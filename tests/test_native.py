@@ -1,7 +1,7 @@
 """The native engine against the plain PyTorch reference loop it must reproduce.
 
-The reference loop below is written independently of statetrain.tasks.frequency.native (its own chunking,
-torch's nn.LSTM, Adam/AdamW and clip_grad_norm_): per chunk of k rows, forward with the
+The reference loop below is written independently of statetrain.tasks.frequency.native (its own
+chunking, torch's nn.LSTM, Adam/AdamW and clip_grad_norm_): per chunk of k rows, forward with the
 carried state, MSE, backward, clip, optimizer step (skipped when the loss or the gradient
 norm is not finite), detach. Both engines start from the same weights (copy.deepcopy) and
 must agree after 1,000 steps to 1e-5 in every parameter, in Adam's moments and in every
