@@ -228,6 +228,9 @@ def test_tensorboard_logger_writes_scalars_and_the_figure(training_cfg, small_pa
     assert acc.Scalars("train_loss")[2].value == pytest.approx(history(out)["train_loss"][2])
     assert "val_mse/3hz" in tags["scalars"]
     assert "figures/validation_predictions" in tags["images"]
+    # The grid point's settings for TensorBoard's HParams view (a plugin event of its own).
+    plugins = acc.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in plugins, plugins.keys()
 
 
 def test_mlflow_logger_records_params_metrics_and_artifacts(
@@ -260,6 +263,50 @@ def test_mlflow_logger_records_params_metrics_and_artifacts(
     assert values[1].value == pytest.approx(history(out)["val_mse"][1])
     names = {a.path for a in client.list_artifacts(run["run_id"])}
     assert {"best_model.pth", "metrics.json", "validation_predictions.png"} <= names
+    assert run["status"] == "FINISHED" and run["tags.statetrain.dataset"] == "t"
+    experiment = mlflow.get_experiment_by_name("test").experiment_id
+    models = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list")
+    assert [m.source_run_id for m in models] == [run["run_id"]]  # the model, as an MLflow model
+
+    # Raising the epochs resumes the same training run: the same MLflow run, continued.
+    runner.run(
+        "frequency",
+        FREQ,
+        {**training_cfg, "epochs": 3},
+        small_paths,
+        out,
+        labels={"dataset": "t", "grid_point": "lr~0.001"},
+        logging_cfg={"mlflow": True, "mlflow_experiment": "test"},
+    )
+    runs = mlflow.search_runs(experiment_names=["test"])
+    assert len(runs) == 1 and runs.iloc[0]["status"] == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run["run_id"], "val_mse")] == [1, 2, 3]
+
+
+def test_a_failed_run_is_marked_failed_in_mlflow(training_cfg, small_paths, tmp_path, monkeypatch):
+    import mlflow
+
+    from statetrain.tasks.frequency.trainer import StatefulTrainer
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+
+    def crash(self):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(StatefulTrainer, "run_epoch", crash)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        runner.run(
+            "frequency",
+            FREQ,
+            {**training_cfg, "epochs": 2},
+            small_paths,
+            tmp_path / "failed",
+            logging_cfg={"mlflow": True, "mlflow_experiment": "fail"},
+        )
+    mlflow.set_tracking_uri(uri)
+    assert list(mlflow.search_runs(experiment_names=["fail"])["status"]) == ["FAILED"]
 
 
 def test_device_selection():

@@ -37,6 +37,9 @@ class Callback:
     def on_train_end(self, trainer: Any) -> None:
         pass
 
+    def on_exception(self, trainer: Any, exc: BaseException) -> None:
+        """Training stopped by an exception (a failure, Ctrl-C, SIGTERM); it is re-raised."""
+
 
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved by `min_delta` for `patience` epochs.
@@ -177,9 +180,14 @@ class CSVLogger(Callback):
 class TensorBoardLogger(Callback):
     """Scalars per epoch into TensorBoard event files (`tensorboard --logdir ...`)."""
 
-    def __init__(self, log_dir: str | Path) -> None:
+    def __init__(self, log_dir: str | Path, hparams: Mapping[str, Any] | None = None) -> None:
         self.log_dir = Path(log_dir)
         self.writer = None
+        # The grid point's settings: TensorBoard's HParams view compares grid points by them.
+        self.hparams = {
+            k: v if isinstance(v, (int, float, str, bool)) else str(v)
+            for k, v in (hparams or {}).items()
+        }
 
     def on_train_begin(self, trainer: Any) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -207,14 +215,23 @@ class TensorBoardLogger(Callback):
                 writer.add_image(f"figures/{Path(path).stem}", image, step, dataformats="HWC")
 
     def on_train_end(self, trainer: Any) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.writer is None:
+            return
+        if self.hparams:
+            score = float(trainer.best_score)
+            metrics = {f"hparam/best_{trainer.monitor}": score if math.isfinite(score) else 0.0}
+            self.writer.add_hparams(self.hparams, metrics, run_name=".")
+        self.writer.close()
 
 
 class MLflowLogger(Callback):
-    """An MLflow run: params = the flattened config, metrics per epoch, artifacts at the end.
+    """One MLflow run per training run: params and tags from the config, metrics per epoch,
+    the run's files and the model at the end.
 
-    The tracking URI defaults to a local sqlite file (no server); MLFLOW_TRACKING_URI or the
+    The run id is kept in last.pth (`trainer.tracking`), so a resumed run, or a SLURM retry of
+    a killed job, continues the same MLflow run instead of opening a new one; a run that ends
+    by an exception is marked FAILED, one stopped by Ctrl-C or SIGTERM KILLED. The tracking
+    URI defaults to a local sqlite file (no server); MLFLOW_TRACKING_URI or the
     `tracking_uri` argument override it.
     """
 
@@ -224,22 +241,43 @@ class MLflowLogger(Callback):
         experiment: str,
         run_name: str,
         params: Mapping[str, Any],
+        tags: Mapping[str, Any] | None = None,
     ) -> None:
         self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
         self.params = dict(params)
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
         self.run_id: str | None = None
+
+    def _existing(self, run_id: str | None) -> bool:
+        import mlflow
+
+        if not run_id:
+            return False
+        try:
+            mlflow.get_run(run_id)
+        except Exception:  # deleted, or another tracking store: start a new run
+            return False
+        return True
 
     def on_train_begin(self, trainer: Any) -> None:
         import mlflow
 
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_experiment(self.experiment)
-        run = mlflow.start_run(run_name=self.run_name)
-        self.run_id = run.info.run_id
-        mlflow.log_params({k: str(v)[:500] for k, v in self.params.items()})
-        # A resumed run re-logs its past epochs so the MLflow run is complete on its own.
-        for row in MetricsTracker(trainer.history).rows():
-            self._log(row)
+        previous = trainer.tracking.get("mlflow_run_id")
+        if self._existing(previous):
+            mlflow.start_run(run_id=previous)
+            self.run_id = previous
+            logged = len(mlflow.get_run(previous).data.metrics) > 0
+        else:
+            run = mlflow.start_run(run_name=self.run_name, tags=self.tags)
+            self.run_id = run.info.run_id
+            trainer.tracking["mlflow_run_id"] = self.run_id
+            mlflow.log_params({k: str(v)[:500] for k, v in self.params.items()})
+            logged = False
+        if not logged:  # a run resumed from another store re-logs its past epochs
+            for row in MetricsTracker(trainer.history).rows():
+                self._log(row)
 
     def _log(self, row: Mapping[str, Any]) -> None:
         import mlflow
@@ -257,7 +295,8 @@ class MLflowLogger(Callback):
     def on_epoch_end(self, trainer: Any, epoch: int, row: Mapping[str, Any]) -> None:
         self._log(row)
 
-    def log_artifacts(self, paths: list[str | Path]) -> None:
+    def log_artifacts(self, paths: list[str | Path], model: Any = None) -> None:
+        """The run's files (and the trained model, as an MLflow PyTorch model) at the end."""
         import mlflow
 
         if self.run_id is None:
@@ -266,11 +305,36 @@ class MLflowLogger(Callback):
             for path in paths:
                 if Path(path).exists():
                     mlflow.log_artifact(str(path))
+            if model is not None:
+                try:
+                    import mlflow.pytorch
+                    import torch
+
+                    # "pickle": the traced pt2 format needs an input example per model kind;
+                    # the pinned torch as the requirement skips MLflow's slow inference.
+                    mlflow.pytorch.log_model(
+                        model,
+                        name="model",
+                        serialization_format="pickle",
+                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                    )
+                except Exception as exc:  # the files above are the record; the model is extra
+                    log.warning("MLflow could not log the model (%s); its files are logged", exc)
 
     def on_train_end(self, trainer: Any) -> None:
         import mlflow
 
         mlflow.end_run()
+
+    def on_exception(self, trainer: Any, exc: BaseException) -> None:
+        import mlflow
+
+        if mlflow.active_run() is None:
+            return
+        killed = isinstance(exc, (KeyboardInterrupt, SystemExit)) or type(exc).__name__ == (
+            "Interrupted"
+        )
+        mlflow.end_run(status="KILLED" if killed else "FAILED")
 
 
 class EpochProgress(Callback):

@@ -56,7 +56,7 @@ def _rss_mb() -> float:
     return psutil.Process(os.getpid()).memory_info().rss / 2**20
 
 
-_RESUMED_FIELDS = ("history", "epoch", "best_score", "best_epoch", "best_state")
+_RESUMED_FIELDS = ("history", "epoch", "best_score", "best_epoch", "best_state", "tracking")
 
 
 def _count(value: Any, name: str) -> int:
@@ -131,6 +131,9 @@ class EpochLoop:
         self.monitor_mode = monitor_mode
         self.callbacks = list(callbacks)
         self.stop_training = False
+        # Ids that tie a run to outside systems (the MLflow run), kept in last.pth so that a
+        # resumed or retried run continues the same tracked run.
+        self.tracking: dict[str, str] = {}
 
     # ---------------------------------------------------------------- subclass hooks
     def epoch_row(self, epoch: int) -> dict[str, Any]:
@@ -233,6 +236,15 @@ class EpochLoop:
                 "loss, which can look good while the frozen model has learned nothing"
             )
         self.stop_training = False
+        try:
+            self._run_epochs(num_epochs, callbacks)
+        except BaseException as exc:  # a failure or a kill: each callback closes what it owns
+            for cb in callbacks:
+                cb.on_exception(self, exc)
+            raise
+        return self.history
+
+    def _run_epochs(self, num_epochs: int, callbacks: Sequence[Callback]) -> None:
         for cb in callbacks:
             cb.on_train_begin(self)
         while self.epoch < num_epochs and not self.stop_training:
@@ -256,7 +268,6 @@ class EpochLoop:
                 cb.on_epoch_end(self, row["epoch"], row)
         for cb in callbacks:
             cb.on_train_end(self)
-        return self.history
 
     # ---------------------------------------------------------------- checkpoints
     def state_payload(self, best_only: bool = False) -> dict[str, Any]:
@@ -278,6 +289,7 @@ class EpochLoop:
             )
             payload["best_state_dict"] = self.best_state
             payload["rng"] = _rng_state()
+            payload["tracking"] = dict(self.tracking)
         return payload
 
     def save_checkpoint(
@@ -352,6 +364,8 @@ class EpochLoop:
                 raise ValueError(f"best_state_dict keys differ from the model's: {missing}")
         if ckpt.get("rng"):
             _set_rng_state(ckpt["rng"])
+        tracking = ckpt.get("tracking") or {}
+        self.tracking = {str(k): str(v) for k, v in dict(tracking).items()}
         self.load_extra(ckpt)
 
     def extra_state(self) -> Any:

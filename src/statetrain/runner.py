@@ -181,7 +181,7 @@ def run(
             for logger in loggers:
                 if isinstance(logger, TensorBoardLogger):
                     logger.add_images(figures, trainer.best_epoch)
-            log_artifacts(loggers, out_dir, figures)
+            log_artifacts(loggers, out_dir, figures, trainer.model)
         key = task.selection_metric
         log.info(
             "done in %.1fs: best epoch %d, validation %s %.6g, test %s %.6g",
@@ -313,8 +313,9 @@ def make_loggers(
 ) -> list[Callback]:
     """TensorBoard and MLflow callbacks as the `logging` config section asks."""
     loggers: list[Callback] = []
+    params = flatten({"training": dict(training), "labels": dict(labels)})
     if logging_cfg.get("tensorboard"):
-        loggers.append(TensorBoardLogger(out_dir / "tensorboard"))
+        loggers.append(TensorBoardLogger(out_dir / "tensorboard", hparams=params))
     if logging_cfg.get("mlflow"):
         uri = (
             os.environ.get("MLFLOW_TRACKING_URI")
@@ -324,16 +325,20 @@ def make_loggers(
         if uri.startswith("sqlite:///"):
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         name = "/".join(str(v) for v in labels.values()) or out_dir.name
-        params = flatten({"training": dict(training), "labels": dict(labels)})
+        tags = {f"statetrain.{k}": v for k, v in labels.items()}
         loggers.append(
-            MLflowLogger(uri, logging_cfg.get("mlflow_experiment", "statetrain"), name, params)
+            MLflowLogger(
+                uri, logging_cfg.get("mlflow_experiment", "statetrain"), name, params, tags
+            )
         )
     return loggers
 
 
-def log_artifacts(loggers: Sequence[Callback], out_dir: Path, extra: Sequence[Path] = ()) -> None:
-    """The run's declared outputs (and `extra` files) as MLflow artifacts."""
+def log_artifacts(
+    loggers: Sequence[Callback], out_dir: Path, extra: Sequence[Path] = (), model: Any = None
+) -> None:
+    """The run's declared outputs (and `extra` files, and the model) to MLflow."""
     files = [out_dir / n for n in RUN_FILES] + list(extra)
     for logger in loggers:
         if isinstance(logger, MLflowLogger):
-            logger.log_artifacts(files)
+            logger.log_artifacts(files, model)
