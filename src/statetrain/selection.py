@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .io import copy_file, read_json, write_json
+from .io import copy_file, read_json, write_json, write_text
 
 log = logging.getLogger("statetrain")
 
@@ -73,3 +73,40 @@ def select_grid_point(
         chosen["test"]["overall"][metric],
     )
     return selection
+
+
+def summarize(
+    task_name: str,
+    specs: Mapping[str, Mapping[str, Any]],
+    metrics_paths: Sequence[str],
+    selection_paths: Sequence[str],
+    out_csv: str,
+) -> Any:
+    """summary.csv: one row per dataset × grid point, the selected ones marked; the columns
+    after the run's own come from the task (`Task.summary_columns`)."""
+    import pandas as pd
+
+    from .tasks import get_task
+
+    selected = {}
+    for path in selection_paths:
+        sel = read_json(path)
+        selected[sel["dataset"]] = sel["selected"]
+    rows = []
+    for path in metrics_paths:
+        m = read_json(path)
+        row = {
+            "dataset": m["dataset"],
+            "grid_point": m["grid_point"],
+            "selected": selected.get(m["dataset"]) == m["grid_point"],
+            "engine": m["engine"],
+            "epochs": m["epochs"],
+            "best_epoch": m["best_epoch"],
+            "train_seconds": m["train_seconds"],
+        }
+        row.update(get_task(task_name, specs.get(m["dataset"]) or {}).summary_columns(m))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    write_text(df.to_csv(index=False, float_format="%.6g"), out_csv)
+    log.info("wrote %s (%d runs)", out_csv, len(df))
+    return df

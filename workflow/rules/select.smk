@@ -73,7 +73,7 @@ rule summarize_sweep:
     conda:
         "../envs/statetrain.yaml"
     params:
-        phase_jitter={name: spec.get("phase_jitter") for name, spec in SPECS.items()},
-        metric=TASK.selection_metric,
+        task=config["task"],
+        specs=SPECS,
     script:
         "../../scripts/summarize_sweep.py"

@@ -100,6 +100,18 @@ class Task:
         """Figures of the finished run for the experiment trackers (none by default)."""
         return []
 
+    def summary_columns(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """A run's columns in summary.csv, from its metrics.json: by default every frozen
+        metric of validation and test, and every baseline's beside them."""
+        row: dict[str, Any] = {}
+        for split in ("validation", "test"):
+            prefix = "val" if split == "validation" else "test"
+            for key, value in metrics[split]["overall"].items():
+                row[f"{prefix}_{key}"] = value
+            for key, value in (metrics.get("baseline") or {}).get(split, {}).items():
+                row[f"baseline_{prefix}_{key}"] = value
+        return row
+
     # ---------------------------------------------------------------- using a trained model
     @classmethod
     def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> Task:

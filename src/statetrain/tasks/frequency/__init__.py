@@ -184,6 +184,24 @@ class FrequencyTask(Task):
         plots.save_figure(fig, path)
         return [path]
 
+    def summary_columns(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """The technique, the data's phase noise, and the MSE per stream (what the
+        learnability table and figure read)."""
+        row = {
+            "technique": technique(metrics),
+            "phase_jitter": self.spec.get("phase_jitter"),
+            # an expert's dataset keeps some streams: its scores cover those only
+            "streams": "+".join(k for k in metrics["test"] if k != "overall"),
+            "val_mse": metrics["validation"]["overall"]["mse"],
+            "test_mse": metrics["test"]["overall"]["mse"],
+            "test_r2": metrics["test"]["overall"]["r2"],
+            "test_snr_db": metrics["test"]["overall"]["snr_db"],
+        }
+        for key, value in metrics["test"].items():
+            if key != "overall":
+                row[f"test_mse_{key}"] = value["mse"]
+        return row
+
     # ---------------------------------------------------------------- using a trained model
     @classmethod
     def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> FrequencyTask:
@@ -267,3 +285,16 @@ def _lstm_args(args: Mapping[str, Any]) -> dict[str, int]:
             raise TypeError(f"model_args.{key} = {value!r} is not a whole number in [{lo}, {hi}]")
         out[key] = value
     return out
+
+
+def technique(metrics: Mapping[str, Any]) -> str:
+    """How a run was trained, in words: the learnability table's row label."""
+    if metrics["grid_point"] == "experts":
+        return "window training, one expert per frequency"
+    training = metrics["training"]
+    if training.get("mode") == "window":
+        if len(metrics["test"]) == 2:  # overall + one frequency: an expert's own dataset
+            return "window training, one-frequency expert"
+        return "window training, one shared model"
+    steps = training.get("tbptt_steps", 1)
+    return "seed's online loop" + (f", TBPTT {steps}" if steps > 1 else "")
