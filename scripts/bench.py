@@ -5,7 +5,7 @@
 In one process, on the full-size task (4 streams x 10,000 rows, the assignment's training
 split), with torch pinned to one thread (the kernel is single-threaded too):
 
-  (a) the seed's reference loop as written (DataLoader batch_size=1, FrequencyLSTM, Adam lr
+  (a) the assignment's reference loop as written (DataLoader batch_size=1, FrequencyLSTM, Adam lr
       1e-3, MSELoss, clip_grad_norm_ 1.0, per step forward/backward/step/detach): ``--steps``
       steps timed after a short warm-up, scaled to one epoch;
   (b) native.train_epoch on whole epochs, after native.warmup() (JIT compile excluded):
@@ -66,7 +66,7 @@ def task_data(seed: int = 1) -> np.ndarray:
 
 
 def seed_loader(data: np.ndarray, tmp: Path):
-    """The seed's DataLoader(batch_size=1, shuffle=False) over its FrequencyDataset."""
+    """The assignment's DataLoader(batch_size=1, shuffle=False) over its FrequencyDataset."""
     from torch.utils.data import DataLoader, TensorDataset
 
     try:

@@ -1,4 +1,4 @@
-"""The generator, the seed's Dataset API (seed tests 1 and 2) and the measured data facts."""
+"""The generator, the assignment's Dataset API (seed tests 1 and 2) and the measured data facts."""
 
 import numpy as np
 import torch

@@ -196,7 +196,7 @@ def test_an_unresumable_last_checkpoint_is_set_aside_and_the_run_starts_truly_fr
         (out / name).unlink()
     with caplog.at_level(logging.INFO, logger="statetrain"):
         run(cfg, small_paths, out)
-    assert "starting a fresh run from the seed" in caplog.text
+    assert "starting a fresh run from its random seed" in caplog.text
     assert (out / "last.pth.corrupt").is_file()
     a = load_checkpoint_file(out / "best_model.pth")["model_state_dict"]
     b = load_checkpoint_file(fresh / "best_model.pth")["model_state_dict"]

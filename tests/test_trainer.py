@@ -33,7 +33,7 @@ def make_trainer(split, seed=0, hidden=8, engine="torch", **kw):
 
 
 def hand_unrolled(model, x, y, steps, lr, clip, k=1, reset_at=()):
-    """The seed's loop with the LSTM cell written out by hand (gate order i, f, g, o)."""
+    """The reference loop with the LSTM cell written out by hand (gate order i, f, g, o)."""
     model = copy.deepcopy(model)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     lstm, fc = model.lstm, model.fc
@@ -99,7 +99,7 @@ def test_state_detachment():
 
 
 def test_single_epoch_training(tmp_path):
-    """Seed test 4, through the seed's DataLoader API (a Subset of the dataset)."""
+    """Seed test 4, through the assignment's DataLoader API (a Subset of the dataset)."""
     path = tmp_path / "train.npy"
     save_array(small(1, duration_s=1.0), path)
     loader = DataLoader(Subset(FrequencyDataset(path), range(1000)), batch_size=1, shuffle=False)

@@ -1,4 +1,5 @@
-"""Whole-window training: learns the literal task where the seed's loop cannot; resumes exactly."""
+"""Whole-window training: learns the literal task where the reference loop cannot; resumes
+exactly."""
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def test_window_training_learns_what_the_seed_loop_cannot(two_streams, tmp_path)
     online = training_config(cfg, {"lr": 1e-3})
     seed_loop = runner.run("frequency", spec, online, paths, tmp_path / "o")
     assert learned["test"]["overall"]["mse"] < 0.05  # measured 0.0074
-    assert seed_loop["test"]["overall"]["mse"] > 0.3  # the seed's loop: ~0.5, nothing learned
+    assert seed_loop["test"]["overall"]["mse"] > 0.3  # the reference loop: ~0.5, nothing learned
     history = load_checkpoint_file(tmp_path / "w" / "last.pth")["history"]
     assert history["window"][0] == 300 and max(history["window"]) <= 500
 

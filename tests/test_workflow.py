@@ -55,7 +55,7 @@ def test_quick_workflow_produces_every_declared_output(quick_run):
     # The learnability table: one row per technique, one column per phase jitter, holding the
     # test MSE of each dataset's selected run.
     table = (res / "sweep" / "learnability.md").read_text().splitlines()
-    row = next(line for line in table if line.startswith("| seed's online loop"))
+    row = next(line for line in table if line.startswith("| reference loop"))
     selected = summary[summary["selected"]].sort_values("phase_jitter", ascending=False)
     cells = [c.strip() for c in row.strip("|").split("|")][1:]
     assert cells == [f"{v:.4g}" for v in selected["test_mse"]]

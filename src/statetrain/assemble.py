@@ -2,7 +2,7 @@
 
 Why (../shared/research/learnability.md, last section): one LSTM(5, 64) trained on all four
 streams at once does not learn 1 Hz, while a 16-unit expert per frequency locks in minutes on
-one core. Four such experts fit *exactly* into one LSTM(5, 64), the seed's own model (18,241
+one core. Four such experts fit *exactly* into one LSTM(5, 64), the assignment's own model (18,241
 parameters): expert k keeps its own rows of each gate block (PyTorch's order i, f, g, o), its
 recurrent weights sit on the block diagonal, and the one-hot inputs of the *other* frequencies
 close its input and forget gates (weight ``closing_weight`` = −30), so its cell is zero while

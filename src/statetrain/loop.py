@@ -315,7 +315,7 @@ class EpochLoop:
         All or nothing: a checkpoint that fails half-way (a stray key, a malformed field)
         leaves the trainer exactly as it was (``load_state_dict`` copies every matching
         tensor before it raises), so a caller that then starts afresh really starts from
-        the model built from the seed.
+        the model built from its random seed.
         """
         ckpt = load_checkpoint_file(checkpoint_path, map_location=self.device)
         before = copy.deepcopy(

@@ -57,7 +57,7 @@ def _set_aside(last: Path, suffix: str, why: str) -> None:
     """Keep a checkpoint that cannot be resumed (never delete a user's training) and say so."""
     aside = last.with_name(last.name + suffix)
     last.replace(aside)
-    log.warning("%s Moved it to %s; starting a fresh run from the seed.", why, aside.name)
+    log.warning("%s Moved it to %s; starting a fresh run from its random seed.", why, aside.name)
 
 
 def _try_resume(trainer: EpochLoop, last: Path, run_hash: str, epochs: int) -> None:
@@ -65,7 +65,7 @@ def _try_resume(trainer: EpochLoop, last: Path, run_hash: str, epochs: int) -> N
 
     Whatever goes wrong (unreadable, NaN weights, another configuration, a malformed field,
     a state that does not fit the model), last.pth is moved aside, so the next run does not
-    fail on it again, and the trainer is left exactly as built from the seed.
+    fail on it again, and the trainer is left exactly as built from its random seed.
     """
     if not last.exists():
         log.info("no %s: starting a fresh run", last.name)

@@ -88,7 +88,8 @@ class Task:
         callbacks: list,
         progress: bool = False,
     ) -> Any:
-        """A fresh trainer (an `EpochLoop`) built from the seed: model, optimizer, scheduler."""
+        """A fresh trainer (an `EpochLoop`) built from the random seed: model, optimizer,
+        scheduler."""
         raise NotImplementedError
 
     def score(self, trainer: Any, splits: Mapping[str, Any]) -> dict[str, Any]:

@@ -297,4 +297,4 @@ def technique(metrics: Mapping[str, Any]) -> str:
             return "window training, one-frequency expert"
         return "window training, one shared model"
     steps = training.get("tbptt_steps", 1)
-    return "seed's online loop" + (f", TBPTT {steps}" if steps > 1 else "")
+    return "reference loop" + (f", TBPTT {steps}" if steps > 1 else "")

@@ -1,4 +1,4 @@
-"""The frequency-extraction data: its generator, its safe loader and the seed's Dataset.
+"""The frequency-extraction data: its generator, its safe loader and the assignment's Dataset.
 
 A dataset file is a float32 ``(N, n_freq + 2)`` array ``[S, C1..Cn, target]``: time-ordered
 rows, each frequency one contiguous block (a *stream*). The mixture S is shared by the streams
@@ -88,7 +88,7 @@ def stream_columns(array: np.ndarray) -> np.ndarray:
 
 
 class FrequencyDataset(Dataset):
-    """The seed's Dataset: ``ds[i] -> (x float32 (5,), y float32 (1,))``.
+    """The assignment's Dataset: ``ds[i] -> (x float32 (5,), y float32 (1,))``.
 
     The file is validated on load (pass ``validate=False`` to skip it for a file already
     checked by the workflow); the raw arrays stay available as ``.inputs`` and ``.targets`` so

@@ -1,4 +1,4 @@
-"""The seed's model: an LSTM whose state the caller carries from step to step.
+"""The assignment's model: an LSTM whose state the caller carries from step to step.
 
 The state is an explicit argument and return value (never hidden inside the module) so that
 training, frozen evaluation, the native kernel and the ONNX export all agree on one thing:
@@ -16,7 +16,7 @@ State = tuple[torch.Tensor, torch.Tensor]
 class FrequencyLSTM(nn.Module):
     """LSTM(input_size → hidden_size, num_layers) followed by Linear(hidden_size → 1).
 
-    ``forward(x, state)`` takes ``x`` of shape ``(batch, L, input_size)`` (the seed uses L=1)
+    ``forward(x, state)`` takes ``x`` of shape ``(batch, L, input_size)`` (the assignment uses L=1)
     and returns ``(out, state)`` with ``out`` of shape ``(batch, L)``.
     """
 
@@ -71,7 +71,7 @@ class ExpertLSTM(nn.Module):
     """One FrequencyLSTM per frequency; the one-hot C of each row picks whose output counts.
 
     The per-frequency experts of config/experts.yaml are trained separately (one dataset each,
-    `data.streams: [f]`) and combined here into one model with the seed's inputs (S, C) and
+    `data.streams: [f]`) and combined here into one model with the assignment's inputs (S, C) and
     output: y = Σ_k C_k · expert_k(S, C). Every expert carries its own state, so the combined
     model is evaluated, plotted and deployed exactly like a single FrequencyLSTM.
     """

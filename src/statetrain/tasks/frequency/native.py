@@ -27,7 +27,7 @@ denormals.
 
 Layout: the kernels work on one flat float32 vector holding every tensor, the LSTM weights
 transposed ((in, 4H) instead of (4H, in)) so that the gate pre-activations are sums of
-contiguous rows. A one-step chunk (tbptt_steps=1, the seed's loop) never stores its
+contiguous rows. A one-step chunk (tbptt_steps=1, the reference loop) never stores its
 gradient: it is an outer product, so its norm is a product of norms and Adam computes it on
 the fly; longer chunks accumulate the gradient and then run Adam over it.
 """

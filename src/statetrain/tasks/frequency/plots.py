@@ -167,7 +167,7 @@ def learnability_table(summary: pd.DataFrame) -> str:
         n_streams = df["streams"].fillna("").str.count("hz")
         df = df[n_streams == n_streams.max()]
     if "technique" not in df:
-        df["technique"] = "seed's online loop"
+        df["technique"] = "reference loop"
     jitters = sorted(df["phase_jitter"].unique(), reverse=True)
     lines = [
         "| technique | " + " | ".join(f"w = {_angle_label(w)}" for w in jitters) + " |",

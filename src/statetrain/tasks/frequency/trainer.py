@@ -1,7 +1,7 @@
-"""The stateful trainer: the seed's reference loop, its native twin, and frozen evaluation.
+"""The stateful trainer: the assignment's reference loop, its native twin, and frozen evaluation.
 
 The reference loop is written plainly in PyTorch and is the oracle the native kernel is tested
-against. Per chunk of ``tbptt_steps`` rows (1 = the seed's loop): forward with the carried
+against. Per chunk of ``tbptt_steps`` rows (1 = the reference loop): forward with the carried
 state, MSE, backward, clip the gradient norm, optimizer step, detach the state. The state is
 zeroed once per epoch (``state_reset="epoch"``, the seed) or at every stream start
 (``"stream"``). A step whose loss or gradient is not finite is skipped and counted.
@@ -65,7 +65,7 @@ class Split:
 
     @classmethod
     def from_loader(cls, loader: DataLoader | Iterable) -> Split:
-        """Arrays from the seed's DataLoader (batch 1, no shuffle) or any (x, y) dataset.
+        """Arrays from the assignment's DataLoader (batch 1, no shuffle) or any (x, y) dataset.
 
         A FrequencyDataset (or a Subset of one) hands over its arrays directly; anything else
         is read once, row by row, in order.

@@ -1,6 +1,6 @@
 """Whole-window training: the recipe that makes the literal task learnable.
 
-The seed's loop (one optimizer step per time step) cannot learn the assignment's data: with
+The reference loop (one optimizer step per time step) cannot learn the assignment's data: with
 phase noise U(0, 2π) the mixture carries no instantaneous information about the target, so the
 network must become an oscillator locked to the stream start, and per-step updates only chase
 the slowly varying target (measured: frozen MSE 0.5). What works (../shared/research/
