@@ -1,4 +1,4 @@
-"""Experts assembled into one seed-sized LSTM: exact per stream, and a deterministic fine-tune."""
+"""Experts assembled into one LSTM(5, 64): exact per stream, and a deterministic fine-tune."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_four_16_unit_experts_make_the_seeds_model():
     model = assemble_experts(experts([16] * 4))
     assert isinstance(model, FrequencyLSTM)
     assert (model.input_size, model.hidden_size, model.num_layers) == (5, 64, 1)
-    assert model.count_parameters() == 18_241  # the seed's LSTM(5, 64) + Linear(64, 1)
+    assert model.count_parameters() == 18_241  # the assignment's LSTM(5, 64) + Linear(64, 1)
     assert model.fc.bias.item() == pytest.approx(np.mean(HEAD_BIASES))
 
 
