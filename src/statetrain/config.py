@@ -72,9 +72,11 @@ def _schema() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
+@functools.cache
 def schema(task: str = "frequency") -> dict[str, Any]:
-    """The config schema of `task` (parsed once per process: a 1,000-point grid validates
-    each point). Batch tasks swap the frequency task's `data` keys for their own."""
+    """The config schema of `task`, built once per process and shared: callers only read it
+    (a 10,000-point grid validates every point). Batch tasks swap the frequency task's `data`
+    keys for their own."""
     sch = copy.deepcopy(_schema())
     defs = sch.pop("$defs")
     if task != "frequency":
@@ -430,7 +432,9 @@ def user_paths(spec: Mapping[str, Any]) -> dict[str, str]:
     return {s: spec[f"{s}_path"] for s in SPLITS if f"{s}_path" in spec}
 
 
-def grid_points(cfg: Mapping[str, Any], dataset: str | None = None) -> list[dict[str, Any]]:
+def grid_points(
+    cfg: Mapping[str, Any], dataset: str | None = None, *, check: bool = True
+) -> list[dict[str, Any]]:
     """Every combination of the grid's values, in a stable order.
 
     An empty grid means one run at the `training` values; it is named by its seed (the
@@ -452,10 +456,24 @@ def grid_points(cfg: Mapping[str, Any], dataset: str | None = None) -> list[dict
         seed = (scenario.get("training") or {}).get("seed", cfg["training"]["seed"])
         points = [{"seed": seed}]
     datasets = [dataset] if dataset else list(cfg["datasets"])
-    for point in points:
-        for name in datasets:  # each point must give a valid training section
-            training_config(cfg, point, name)
+    if check:  # each point must give a valid training section (validate_config checks once)
+        overrides: dict[str, str] = {}
+        for name in datasets:  # datasets with the same training overrides check alike
+            key = json.dumps((cfg["datasets"].get(name) or {}).get("training"), sort_keys=True)
+            overrides.setdefault(key, name)
+        for point in points:
+            for name in overrides.values():
+                training_config(cfg, point, name)
     return points
+
+
+@functools.cache
+def _training_validator(task: str) -> Any:
+    """One compiled validator of a task's `training` section per process (every grid point
+    of every dataset is checked with it)."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(schema(task)["properties"]["training"])
 
 
 def training_config(
@@ -463,7 +481,6 @@ def training_config(
 ) -> dict[str, Any]:
     """The `training` section of one run: `training`, then the scenario's own `training`
     overrides, then the grid point's values; validated."""
-    import jsonschema
 
     training = copy.deepcopy(dict(cfg["training"]))
     if dataset is not None:
@@ -471,8 +488,7 @@ def training_config(
     training.update(point)
     check_finite(dict(point), "training")
     where = f"grid point {dict(point)}" + (f" of dataset '{dataset}'" if dataset else "")
-    sch = schema(cfg.get("task", "frequency"))["properties"]["training"]
-    errors = list(jsonschema.Draft202012Validator(sch).iter_errors(training))
+    errors = list(_training_validator(cfg.get("task", "frequency")).iter_errors(training))
     if errors:
         msgs = "; ".join(f"'{'.'.join(map(str, e.absolute_path))}': {e.message}" for e in errors)
         raise ConfigError(

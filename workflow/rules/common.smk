@@ -23,7 +23,7 @@ TASK = task_info(
 DATA_EXT = TASK.split_suffix
 DATASETS = list(config["datasets"])
 SPECS = {name: stconfig.dataset_spec(config, name) for name in DATASETS}
-POINTS = stconfig.grid_points(config)
+POINTS = stconfig.grid_points(config, check=False)  # validate_config checked them
 # The grid as wildcards, one path segment `key~value` per key. Paramspace lives here, on the
 # workflow side, so that the library needs no snakemake; statetrain.scripting.grid_point_name
 # spells the same names.
@@ -41,7 +41,7 @@ RUNS = LAYOUT.runs.replace("{grid_point}", GRID.wildcard_pattern)
 # Run names per dataset: the same grid everywhere, except that with an empty grid a scenario
 # may set its own training.seed (one run named seed~<its seed>).
 POINT_NAMES = {
-    name: [grid_point_name(p) for p in stconfig.grid_points(config, name)]
+    name: [grid_point_name(p) for p in stconfig.grid_points(config, name, check=False)]
     for name in DATASETS
 }
 
