@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from statetrain.assemble import assemble_experts, fine_tune
 from statetrain.checkpoint import save_checkpoint_file
 from statetrain.config import dataset_spec, load_config
 from statetrain.runner import load_model
+from statetrain.tasks.frequency.assemble import assemble_experts, fine_tune
 from statetrain.tasks.frequency.data import generate_dataset, generate_split
 from statetrain.tasks.frequency.metrics import evaluate_streams
 from statetrain.tasks.frequency.model import FrequencyLSTM

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from statetrain.assemble import assemble_experts, fine_tune
+from statetrain.tasks.frequency.assemble import assemble_experts, fine_tune
 from statetrain.tasks.frequency.data import generate_dataset
 from statetrain.tasks.frequency.model import FrequencyLSTM
 from statetrain.tasks.frequency.trainer import Split, predict

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .tasks.frequency.model import FrequencyLSTM
-from .tasks.frequency.trainer import Split, StatefulTrainer, predict, set_seed
-from .tasks.frequency.window import WindowCurriculum
+from .model import FrequencyLSTM
+from .trainer import Split, StatefulTrainer, predict, set_seed
+from .window import WindowCurriculum
 
 log = logging.getLogger("statetrain")
 
