@@ -258,7 +258,7 @@ def benchmark_table(summary: Any, archives: Mapping[str, str] | None = None) -> 
         "| dataset | LSTM acc | bal. acc | macro-F1 | 1-NN DTW acc | bal. acc | macro-F1 "
         "| MiniRocket acc | bal. acc | macro-F1 | best on accuracy | HC2 published acc |"
     )
-    lines = [head, "|" + "---|" * 13]
+    lines = [head, "|" + "---|" * 12]
     for _, row in chosen.iterrows():
         name = str(row["dataset"])
         archive = (archives or {}).get(name, name)
