@@ -10,7 +10,7 @@ CORES ?= 1
 help:
 	@echo "make run    - set up .venv, run the default workflow (snakemake --cores $(CORES)), write the report"
 	@echo "make test   - set up .venv, run the whole test suite"
-	@echo "make quick  - the tiny end-to-end workflow (config/quick.yaml) into results/"
+	@echo "make quick  - the tiny end-to-end workflow (config/quick.yaml) into results/quick/"
 	@echo "make bench  - reference loop vs native engine, written to results/bench/bench.json"
 	@echo "make lint   - ruff, snakefmt --check, snakemake --lint"
 
@@ -33,7 +33,7 @@ run: $(STAMP)
 
 quick: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml
-	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml --report results/report.html
+	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml --report results/quick/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
