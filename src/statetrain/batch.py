@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from .callbacks import Callback
+from .loop import EpochLoop, TrainingError
 from .tasks.base import BatchTask
-from .tasks.frequency.trainer import EpochLoop, TrainingError
 
 log = logging.getLogger("statetrain")
 

@@ -35,7 +35,7 @@ from .callbacks import (
 from .checkpoint import CheckpointError, load_checkpoint_file, load_model
 from .config import config_hash, identity
 from .io import write_json
-from .tasks.frequency.trainer import EpochLoop, set_seed
+from .loop import EpochLoop, set_seed
 from .validation import file_digest
 
 log = logging.getLogger("statetrain")

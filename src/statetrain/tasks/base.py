@@ -189,8 +189,8 @@ class BatchTask(Task):
         progress: bool = False,
     ) -> Any:
         from ..batch import BatchTrainer
+        from ..loop import get_device
         from ..optim import make_optimizer, make_scheduler
-        from .frequency.trainer import get_device
 
         training = self.training
         model = self.build_model(splits["train"])
