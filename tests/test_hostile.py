@@ -427,3 +427,17 @@ def test_names_are_bounded_in_length():
         validate_config({"datasets": {"a" * 65: {}}})
     with pytest.raises(ConfigError, match="experiment"):
         validate_config({"experiment": "e" * 65})
+
+
+def test_evaluate_prints_strict_json_even_when_a_metric_is_not_a_number(trained, small_paths):
+    """A metric that is NaN (e.g. a correlation of a constant prediction) is printed as null:
+    programs outside the project parse stdout as JSON."""
+    out, _ = trained
+    data = np.load(small_paths["test"])
+    data[:, -1] = 0.0  # a constant target: R² and Pearson's r are undefined
+    flat = out / "flat.npy"
+    np.save(flat, data)
+    proc = cli("evaluate", out / "best_model.pth", flat)
+    assert proc.returncode == 0, proc.stderr
+    parsed = json.loads(proc.stdout, parse_constant=pytest.fail)  # no NaN literal anywhere
+    assert parsed["overall"]["r2"] is None and parsed["overall"]["mse"] > 0

@@ -82,12 +82,15 @@ def train(args: argparse.Namespace) -> dict:
 def evaluate(args: argparse.Namespace) -> dict:
     """Frozen-weight metrics of a checkpoint on a split file of its task."""
     from .inference import evaluate_checkpoint
-    from .io import write_json
+    from .io import jsonable, refuse_overwrite, write_json
 
+    if args.out:  # refused before any work, not after
+        refuse_overwrite(args.out, [args.checkpoint, args.data])
     metrics = evaluate_checkpoint(args.checkpoint, args.data, state_reset=args.state_reset)
     if args.out:
         write_json(metrics, args.out, protect=[args.checkpoint, args.data])
-    print(json.dumps(metrics, indent=2, allow_nan=False, default=str))
+    # Strict JSON on stdout: a metric that is not a number (NaN) is null.
+    print(json.dumps(jsonable(metrics), indent=2, allow_nan=False, default=str))
     return metrics
 
 

@@ -27,16 +27,16 @@ class WriteError(OSError):
     """A file could not be written (or must not be): the message names it and the fix."""
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """NaN/inf become null: JSON has no such numbers, and a reader should see 'missing'."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     return obj
 
 
@@ -111,7 +111,7 @@ def write_text(text: str, path: str | Path, *, protect: Iterable[str | Path] = (
 
 
 def write_json(obj: Any, path: str | Path, *, protect: Iterable[str | Path] = ()) -> Path:
-    return write_text(json.dumps(_jsonable(obj), indent=2) + "\n", path, protect=protect)
+    return write_text(json.dumps(jsonable(obj), indent=2) + "\n", path, protect=protect)
 
 
 def write_npy(array: np.ndarray, path: str | Path, *, protect: Iterable[str | Path] = ()) -> Path:
