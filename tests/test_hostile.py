@@ -361,10 +361,13 @@ def test_a_classifier_split_without_positives_is_refused_before_training():
         get_task("classifier", spec).make_splits()
 
 
-def test_generated_split_files_stay_json_clean(trained):
-    """metrics.json never holds NaN (not JSON): a reader sees null."""
+def test_metrics_json_stays_strict_json(trained):
+    """metrics.json never holds NaN or Infinity (not JSON): a reader sees null."""
     out, _ = trained
-    json.loads((out / "metrics.json").read_text(), parse_constant=pytest.fail)
+    text = (out / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    metrics = json.loads(text)
+    assert metrics["test"]["overall"]["mse"] > 0
 
 
 @pytest.mark.parametrize(
