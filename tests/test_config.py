@@ -100,3 +100,26 @@ def test_config_readme_documents_every_schema_key():
 
     missing = sorted({k for t in TASK_NAMES for k in _keys(schema(t)) if not documented(k)})
     assert not missing, f"config/README.md does not document: {missing}"
+
+
+@pytest.mark.parametrize("task", ["frequency", "vae", "classifier"])
+def test_training_defaults_come_from_the_schema_alone(task):
+    """A task built by hand (or from a checkpoint) reads the same training values as one
+    built from a validated config: both come from the schema, the one place they are written."""
+    from statetrain.config import training_defaults
+    from statetrain.tasks import get_task, task_class
+
+    cfg = validate_config({"task": task})
+    defaults = training_defaults(task)
+    by_hand = get_task(task, {}, {}).training
+    for key, value in defaults.items():
+        if key not in ("monitor", "monitor_mode"):  # resolved to the task's by validate_config
+            assert cfg["training"][key] == value, key
+        assert by_hand[key] == value, key
+    assert not hasattr(task_class(task), "training_defaults")
+    if task == "vae":
+        assert defaults["hidden_size"] == 512 and defaults["epochs"] == 50
+    if task == "classifier":
+        assert defaults["num_layers"] == 2 and defaults["batch_size"] == 64
+    # A value given wins over the default.
+    assert get_task(task, {}, {"epochs": 3}).training["epochs"] == 3

@@ -16,6 +16,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 
+from statetrain.batch import minibatch_epoch
 from statetrain.tasks.base import SPLITS, load_split, save_split
 from statetrain.tasks.classifier import (
     ClassifierTask,
@@ -325,7 +326,7 @@ def test_evaluate_and_baseline_values():
     assert base["loss"] == pytest.approx(np.log(2) * (w * rate + 1 - rate), rel=1e-6)
 
 
-def test_train_epoch_skips_non_finite_batches():
+def test_minibatch_epoch_skips_non_finite_batches():
     task = ClassifierTask(SMALL, {"hidden_size": 8, "num_layers": 1, "batch_size": 50})
     train = task.make_splits()["train"]
     task.prepare(train)
@@ -334,13 +335,13 @@ def test_train_epoch_skips_non_finite_batches():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     poisoned = dict(train, x=np.full_like(train["x"], np.nan))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    out = task.train_epoch(model, opt, poisoned, torch.Generator().manual_seed(0), CPU)
+    out = minibatch_epoch(task, model, opt, poisoned, torch.Generator().manual_seed(0), CPU)
     assert np.isnan(out["train_loss"])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     # A normal epoch moves the weights and reports finite numbers (clipping on).
     task.training["clip_grad_norm"] = 0.5
-    out = task.train_epoch(model, opt, train, torch.Generator().manual_seed(0), CPU)
-    assert set(out) == {"train_loss", "train_accuracy", "grad_norm_mean"}
+    out = minibatch_epoch(task, model, opt, train, torch.Generator().manual_seed(0), CPU)
+    assert set(out) == {"train_loss", "train_accuracy", "grad_norm_mean", "skipped_batches"}
     assert all(np.isfinite(v) for v in out.values())
     assert out["grad_norm_mean"] > 0
     assert not torch.equal(before["head.weight"], model.state_dict()["head.weight"])
@@ -379,7 +380,7 @@ def _train(epochs: int = 12, seed: int = 0):
     history = {"epoch": [], "train_loss": []}
     for epoch in range(epochs):
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)
-        out = task.train_epoch(model, opt, splits["train"], gen, CPU)
+        out = minibatch_epoch(task, model, opt, splits["train"], gen, CPU)
         history["epoch"].append(epoch + 1)
         history["train_loss"].append(out["train_loss"])
     return task, splits, model, history

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from statetrain.batch import minibatch_epoch
 from statetrain.tasks.base import SPLITS, load_split, save_split
 from statetrain.tasks.vae import (
     VAETask,
@@ -34,7 +35,7 @@ def train(task: VAETask, splits: dict, epochs: int, seed: int = 0) -> torch.nn.M
     optimizer = torch.optim.Adam(model.parameters(), lr=task.training["lr"])
     for epoch in range(epochs):
         generator = torch.Generator().manual_seed(1000 * seed + epoch)
-        row = task.train_epoch(model, optimizer, splits["train"], generator, CPU)
+        row = minibatch_epoch(task, model, optimizer, splits["train"], generator, CPU)
         assert all(np.isfinite(v) for v in row.values()), row
     return model
 
@@ -329,14 +330,14 @@ def test_training_is_deterministic(small_splits):
     assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
 
 
-def test_train_epoch_clips_and_skips_non_finite_batches(small_splits):
+def test_minibatch_epoch_clips_and_skips_non_finite_batches(small_splits):
     task = VAETask(SMALL, {**SMALL_TRAINING, "clip_grad_norm": 1e-3})
     n_batches = int(np.ceil(len(small_splits["train"]["x"]) / SMALL_TRAINING["batch_size"]))
     torch.manual_seed(0)
     model = task.build_model(small_splits["train"])
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     before = [p.detach().clone() for p in model.parameters()]
-    row = task.train_epoch(model, optimizer, small_splits["train"], torch.Generator(), CPU)
+    row = minibatch_epoch(task, model, optimizer, small_splits["train"], torch.Generator(), CPU)
     assert row["grad_norm_mean"] > 1e-3  # recorded before clipping
     step = (
         sum(
@@ -349,7 +350,7 @@ def test_train_epoch_clips_and_skips_non_finite_batches(small_splits):
     with torch.no_grad():
         model.latent_mean_layer.weight[0, 0] = float("nan")
     frozen = [p.detach().clone() for p in model.parameters()]
-    row = task.train_epoch(model, optimizer, small_splits["train"], torch.Generator(), CPU)
+    row = minibatch_epoch(task, model, optimizer, small_splits["train"], torch.Generator(), CPU)
     assert np.isnan(row["train_loss"]) and row["skipped_batches"] == n_batches
     for p, q in zip(model.parameters(), frozen, strict=True):
         torch.testing.assert_close(p.detach(), q, equal_nan=True)

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from statetrain import runner
+from statetrain.batch import minibatch_epoch
 from statetrain.config import ConfigError, dataset_spec, training_config, validate_config
 from statetrain.inference import predict_checkpoint
 from statetrain.tasks.base import load_split, save_split
@@ -215,7 +216,9 @@ def test_variable_length_archive_trains_and_predicts(tmp_path):
     model = task.build_model(splits["train"])
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for epoch in range(6):
-        task.train_epoch(model, opt, splits["train"], torch.Generator().manual_seed(epoch), CPU)
+        minibatch_epoch(
+            task, model, opt, splits["train"], torch.Generator().manual_seed(epoch), CPU
+        )
     metrics = task.evaluate(model, splits["test"], CPU)
     assert set(metrics) == {
         "loss",

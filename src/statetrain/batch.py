@@ -10,6 +10,7 @@ an uninterrupted one.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,11 +69,8 @@ class BatchTrainer(EpochLoop):
 
     def epoch_row(self, epoch: int) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        self.model.train()
-        row = dict(
-            self.task.train_epoch(
-                self.model, self.optimizer, self.train_split, generator, self.device
-            )
+        row = minibatch_epoch(
+            self.task, self.model, self.optimizer, self.train_split, generator, self.device
         )
         if not np.isfinite(row["train_loss"]):
             raise TrainingError(
@@ -104,3 +102,70 @@ class BatchTrainer(EpochLoop):
 
     def extra_payload(self, best_only: bool) -> dict[str, Any]:
         return {"task": self.task.name}
+
+
+def minibatch_epoch(
+    task: BatchTask,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: Mapping[str, np.ndarray],
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """One shuffled pass over `train` in mini-batches of training['batch_size']: the task
+    computes each batch's loss (`BatchTask.training_step`), this loop owns the optimizer step
+    (zero_grad, backward, clip at training['clip_grad_norm'], step) for every batch task.
+
+    A batch whose loss is not finite is skipped (no step) and counted, so one bad batch does
+    not poison the weights; ``train_loss`` is NaN when every batch was skipped. Returns the
+    epoch's means: ``train_loss``, the task's per-batch values, ``grad_norm_mean`` (before
+    clipping) and ``skipped_batches``.
+    """
+    model.train()
+    tensors = {
+        key: torch.as_tensor(np.asarray(train[key])) for key in task.batch_keys if key in train
+    }
+    n = len(tensors["x"])
+    batch_size = int(task.training["batch_size"])
+    clip = task.training.get("clip_grad_norm")
+    params = [p for p in model.parameters() if p.requires_grad]
+    sums: dict[str, float] = {"train_loss": 0.0}
+    norms: list[float] = []
+    seen = skipped = 0
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        batch = {key: t[index].to(device) for key, t in tensors.items()}
+        loss, stats = task.training_step(model, batch, generator)
+        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            skipped += 1
+            continue
+        loss.backward()
+        norms.append(grad_norm(params))
+        if clip is not None:
+            nn.utils.clip_grad_norm_(params, float(clip))
+        optimizer.step()
+        size = len(index)
+        seen += size
+        sums["train_loss"] += float(loss.detach()) * size
+        for key, value in stats.items():
+            sums[key] = sums.get(key, 0.0) + float(value) * size
+    if skipped:
+        log.warning(
+            "%s: skipped %d of %d batch(es) with a non-finite loss",
+            task.name,
+            skipped,
+            -(-n // batch_size),
+        )
+    row: dict[str, Any] = {k: v / seen if seen else math.nan for k, v in sums.items()}
+    row["grad_norm_mean"] = float(np.mean(norms)) if norms else math.nan
+    row["skipped_batches"] = float(skipped)
+    return row
+
+
+def grad_norm(params: list[torch.Tensor]) -> float:
+    """Total L2 norm of the gradients before clipping: the history shows how close training
+    runs to the clip."""
+    grads = [p.grad.detach().norm() for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0

@@ -83,6 +83,9 @@ def schema(task: str = "frequency") -> dict[str, Any]:
         props = copy.deepcopy(defs[f"{task}_data"])
         props["split"] = {**copy.deepcopy(defs["split_fractions"]), "default": {}}
         sch["properties"]["data"]["properties"] = props
+    training = sch["properties"]["training"]["properties"]
+    for key, sub in defs.get(f"{task}_training", {}).get("properties", {}).items():
+        training[key]["default"] = sub["default"]
     scenario = sch["properties"]["datasets"]["additionalProperties"]["oneOf"][1]
     scenario["properties"] = copy.deepcopy(sch["properties"]["data"]["properties"])
     # A scenario may override training keys (no defaults here: they come from `training`).
@@ -92,6 +95,15 @@ def schema(task: str = "frequency") -> dict[str, Any]:
         sub.pop("default", None)
     scenario["properties"]["training"] = overrides
     return sch
+
+
+def training_defaults(task: str = "frequency") -> dict[str, Any]:
+    """Every `training` key's default for `task`, read from the schema: the one place a default
+    is written, so a model rebuilt from a checkpoint or built by hand trains and scores with
+    the values a config would have given it."""
+    out: dict[str, Any] = {}
+    _fill_defaults(schema(task)["properties"]["training"], out)
+    return out
 
 
 def _fill_defaults(node: dict[str, Any], value: dict[str, Any]) -> None:
@@ -225,8 +237,6 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     sch = schema(task)
     training = cfg.setdefault("training", {})
     if isinstance(training, dict):
-        for key, value in info.training_defaults.items():
-            training.setdefault(key, copy.deepcopy(value))
         # null monitor = the task's; a monitor you name is minimised unless you say otherwise
         default_mode = "min"
         if training.get("monitor") is None:

@@ -10,7 +10,7 @@ a task").
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
@@ -32,7 +32,6 @@ class TaskInfo:
     mode: str  # "min" or "max"
     selection_metric: str  # key of the frozen metrics that picks the best grid point
     figures: tuple[str, ...]  # per-dataset figures of the selected model
-    training_defaults: Mapping[str, Any] = field(default_factory=dict)
     batch: bool = True  # mini-batches of independent samples (BatchTask)
     split_suffix: str = "npz"  # the prepared split files' extension
 
@@ -55,7 +54,6 @@ def task_info(name: str) -> TaskInfo:
         mode=cls.mode,
         selection_metric=cls.selection_metric,
         figures=tuple(cls.figures),
-        training_defaults=dict(cls.training_defaults),
         batch=issubclass(cls, BatchTask),
         split_suffix=cls.split_suffix,
     )

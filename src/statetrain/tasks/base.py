@@ -53,14 +53,16 @@ class Task:
     mode: ClassVar[str] = "min"
     # The figure files the task's plot rule writes per dataset (names only).
     figures: ClassVar[tuple[str, ...]] = ()
-    # Defaults of shared `training` keys that differ for this task (e.g. hidden_size).
-    training_defaults: ClassVar[Mapping[str, Any]] = {}
     # The extension of the task's prepared split files under results/data/.
     split_suffix: ClassVar[str] = "npz"
 
     def __init__(self, spec: Mapping[str, Any], training: Mapping[str, Any] | None = None):
+        from ..config import training_defaults
+
         self.spec = dict(spec)
-        self.training = dict(training or {})
+        # The schema's defaults under the given values: a task built by hand or from a
+        # checkpoint reads the same values as one built from a validated config.
+        self.training = {**training_defaults(self.name), **dict(training or {})}
 
     # ---------------------------------------------------------------- data
     def user_files(self) -> dict[str, str]:
@@ -164,6 +166,9 @@ class BatchTask(Task):
     implemented here once for all of them, with `BatchTrainer`.
     """
 
+    # The training split's arrays that mini-batches are cut from (one row per sample).
+    batch_keys: ClassVar[tuple[str, ...]] = ("x",)
+
     # ---------------------------------------------------------------- the run contract
     def write_split(self, split: str, out: str | Path) -> str:
         arrays = self.make_splits()[split]
@@ -253,20 +258,17 @@ class BatchTask(Task):
     def prepare(self, train: Mapping[str, np.ndarray]) -> None:
         """Called once before training with the training split (e.g. class weights)."""
 
-    def train_epoch(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        train: Mapping[str, np.ndarray],
-        generator: torch.Generator,
-        device: torch.device,
-    ) -> dict[str, float]:
-        """One pass over `train` in shuffled mini-batches of training['batch_size'].
+    def training_step(
+        self, model: nn.Module, batch: Mapping[str, torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The mean loss of one mini-batch (to be back-propagated) and any per-batch means to
+        log beside it (``train_recon``, ``train_accuracy``, ...).
 
-        All randomness (shuffling, input noise) comes from `generator`, seeded per epoch by
-        the trainer, so a resumed run draws the same batches. Clip the gradient norm at
-        training['clip_grad_norm'] (None = off). Return at least ``train_loss``, plus
-        ``grad_norm_mean`` and any loss components (``train_recon``, ...).
+        `batch` holds the rows of the training split's `batch_keys` arrays, on the model's
+        device. The trainer owns everything else of the step (shuffling, zero_grad, backward,
+        clipping, the optimizer step, skipping a non-finite loss), so every batch task trains
+        the same way. Draw any randomness (input noise) from `generator`: the trainer seeds it
+        per epoch, so a resumed run sees the same batches.
         """
         raise NotImplementedError
 
@@ -391,9 +393,3 @@ def split_rows(
         out["test"].append(idx[n_val : n_val + n_test])
         out["train"].append(idx[n_val + n_test :])
     return {s: np.sort(np.concatenate(parts)) for s, parts in out.items()}
-
-
-def grad_norm(params: list[torch.Tensor]) -> float:
-    """Total L2 norm of the gradients (before clipping), for the history."""
-    grads = [p.grad.detach().norm() for p in params if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0

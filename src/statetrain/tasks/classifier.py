@@ -54,7 +54,7 @@ from torch import nn
 
 from ..plots import save_figure
 from ..validation import DatasetError, load_array
-from .base import Arrays, BatchTask, grad_norm, split_rows
+from .base import Arrays, BatchTask, split_rows
 
 log = logging.getLogger("statetrain")
 
@@ -579,22 +579,7 @@ class ClassifierTask(BatchTask):
     selection_metric: ClassVar[str] = "auc_pr"
     mode: ClassVar[str] = "max"
     figures: ClassVar[tuple[str, ...]] = ("roc_curve.png", "pr_curve.png", "confusion_matrix.png")
-    training_defaults: ClassVar[Mapping[str, Any]] = {
-        "hidden_size": 64,
-        "num_layers": 2,
-        "epochs": 30,
-        "lr": 1e-3,
-        "weight_decay": 1e-4,
-        "batch_size": 64,
-    }
-    # Task-specific `training` keys and their defaults (None = automatic / off).
-    TRAINING_KEYS: ClassVar[Mapping[str, Any]] = {
-        "dropout": 0.2,
-        "bidirectional": False,
-        "clip_grad_norm": None,
-        "pos_weight": None,
-        "threshold": 0.5,
-    }
+    batch_keys: ClassVar[tuple[str, ...]] = ("x", "y", "lengths")
 
     def __init__(self, spec: Mapping[str, Any], training: Mapping[str, Any] | None = None):
         super().__init__(spec, training)
@@ -602,18 +587,9 @@ class ClassifierTask(BatchTask):
         self.class_weight: np.ndarray | None = None
         self._baselines: tuple[int, Any] | None = None
 
-    def _t(self, key: str) -> Any:
-        """A training value: the config's, else this task's default."""
-        value = self.training.get(key)
-        if value is not None:
-            return value
-        if key in self.training_defaults:
-            return self.training_defaults[key]
-        return self.TRAINING_KEYS.get(key)
-
     @property
     def threshold(self) -> float:
-        return float(self._t("threshold"))
+        return float(self.training["threshold"])
 
     # ------------------------------------------------------------------ data
     def _user_data(self, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -868,10 +844,10 @@ class ClassifierTask(BatchTask):
         classes = _classes_of(train)
         model = SequenceClassifier(
             x.shape[2],
-            hidden_size=int(self._t("hidden_size")),
-            num_layers=int(self._t("num_layers")),
-            dropout=float(self._t("dropout")),
-            bidirectional=bool(self._t("bidirectional")),
+            hidden_size=int(self.training["hidden_size"]),
+            num_layers=int(self.training["num_layers"]),
+            dropout=float(self.training["dropout"]),
+            bidirectional=bool(self.training["bidirectional"]),
             classes=classes,
         )
         lengths = _lengths_of(train)
@@ -961,57 +937,20 @@ class ClassifierTask(BatchTask):
             )
 
     # ------------------------------------------------------------------ training
-    def train_epoch(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        train: Mapping[str, np.ndarray],
-        generator: torch.Generator,
-        device: torch.device,
-    ) -> dict[str, float]:
-        model.train()
-        multi = getattr(model, "num_classes", 2) > 2
-        x = torch.as_tensor(np.asarray(train["x"], np.float32))
-        y = torch.as_tensor(np.asarray(train["y"], np.float32))
-        if multi:
+    def training_step(
+        self, model: nn.Module, batch: Mapping[str, torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Class-weighted loss of a batch of (padded) sequences, and its accuracy."""
+        x, y = batch["x"].float(), batch["y"]
+        logits = model(x, batch.get("lengths"))
+        if getattr(model, "num_classes", 2) > 2:
             y = y.long()
-        lengths = _lengths_of(train)
-        lens = None if lengths is None else torch.as_tensor(lengths)
-        n = len(x)
-        batch = int(self._t("batch_size"))
-        clip = self._t("clip_grad_norm")
-        loss_fn = self._loss_fn(model, device, "mean")
-        params = [p for p in model.parameters() if p.requires_grad]
-        order = torch.randperm(n, generator=generator)
-        loss_sum, correct, seen, skipped = 0.0, 0, 0, 0
-        norms: list[float] = []
-        for start in range(0, n, batch):
-            idx = order[start : start + batch]
-            xb, yb = x[idx].to(device), y[idx].to(device)
-            logits = model(xb, None if lens is None else lens[idx])
-            loss = loss_fn(logits, yb)
-            if not torch.isfinite(loss):
-                skipped += 1
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norms.append(grad_norm(params))
-            if clip is not None:
-                nn.utils.clip_grad_norm_(params, float(clip))
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            if multi:
-                correct += int((logits.detach().argmax(dim=1) == yb).sum())
-            else:
-                correct += int(((logits.detach() >= _logit(self.threshold)) == (yb > 0.5)).sum())
-            seen += len(idx)
-        if skipped:
-            log.warning("classifier: skipped %d batch(es) with a non-finite loss", skipped)
-        return {
-            "train_loss": loss_sum / seen if seen else float("nan"),
-            "train_accuracy": correct / seen if seen else float("nan"),
-            "grad_norm_mean": float(np.mean(norms)) if norms else float("nan"),
-        }
+            hit = logits.detach().argmax(dim=1) == y
+        else:
+            y = y.float()
+            hit = (logits.detach() >= _logit(self.threshold)) == (y > 0.5)
+        loss = self._loss_fn(model, x.device, "mean")(logits, y)
+        return loss, {"train_accuracy": float(hit.float().mean())}
 
     @torch.no_grad()
     def evaluate(

@@ -19,7 +19,6 @@ CSV / `.npy` matrix; either way the whole matrix is validated before it is split
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..validation import DatasetError, is_number, load_array, read_csv_strict
-from .base import SPLITS, Arrays, BatchTask, grad_norm, split_rows
+from .base import SPLITS, Arrays, BatchTask, split_rows
 
 MIN_SITES = 10
 MIN_SPECIES = 2
@@ -444,20 +443,9 @@ class VAETask(BatchTask):
     selection_metric: ClassVar[str] = "loss"
     mode: ClassVar[str] = "min"
     figures: ClassVar[tuple[str, ...]] = ("vae_losses.png", "latent_space.png")
-    training_defaults: ClassVar[Mapping[str, Any]] = {
-        "hidden_size": 512,
-        "epochs": 50,
-        "lr": 1e-3,
-        "batch_size": 128,
-    }
 
     def _spec(self, key: str) -> Any:
         return self.spec.get(key, SPEC_DEFAULTS[key])
-
-    def _train(self, key: str, default: Any) -> Any:
-        """A `training` key; a missing key or an explicit None (schema "unset") → default."""
-        value = self.training.get(key)
-        return default if value is None else value
 
     # ---------------------------------------------------------------- data
     def make_splits(self) -> dict[str, Arrays]:
@@ -551,8 +539,8 @@ class VAETask(BatchTask):
         x = np.asarray(train["x"], dtype=np.float64)
         model = VariationalAutoencoder(
             int(x.shape[1]),
-            int(self._train("latent_dim", 16)),
-            int(self._train("hidden_size", self.training_defaults["hidden_size"])),
+            int(self.training["latent_dim"]),
+            int(self.training["hidden_size"]),
         )
         prevalence = np.clip(x.mean(axis=0), PROB_CLIP, 1 - PROB_CLIP)
         with torch.no_grad():
@@ -576,58 +564,15 @@ class VAETask(BatchTask):
         )
 
     # ---------------------------------------------------------------- training
-    def train_epoch(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        train: Mapping[str, np.ndarray],
-        generator: torch.Generator,
-        device: torch.device,
-    ) -> dict[str, float]:
-        """One shuffled pass: noisy input, clean target; per-site means over the epoch.
-
-        A batch whose loss is not finite is skipped (no step) and counted, so one bad batch
-        does not poison the weights; the trainer decides what to do if that repeats.
-        """
-        model.train()
-        x = torch.as_tensor(np.asarray(train["x"]), dtype=torch.float32)
-        n = x.shape[0]
-        batch_size = int(self._train("batch_size", self.training_defaults["batch_size"]))
-        noise_std = float(self._train("noise_std", 0.1))
-        beta = float(self._train("beta", 1.0))
-        clip = self._train("clip_grad_norm", None)
-        params = [p for p in model.parameters() if p.requires_grad]
-        order = torch.randperm(n, generator=generator)
-        totals = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
-        norms: list[float] = []
-        seen = skipped = 0
-        for start in range(0, n, batch_size):
-            clean = x[order[start : start + batch_size]].to(device)
-            noisy = add_noise(clean, noise_std, generator)
-            logits, mu, logvar = model(noisy)
-            loss, recon, kl = vae_loss(logits, clean, mu, logvar, beta)
-            optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
-                skipped += 1
-                continue
-            loss.backward()
-            norms.append(grad_norm(params))
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, float(clip))
-            optimizer.step()
-            b = clean.shape[0]
-            seen += b
-            totals["loss"] += float(loss.detach()) * b
-            totals["recon"] += float(recon.detach()) * b
-            totals["kl"] += float(kl.detach()) * b
-        mean = (lambda v: v / seen) if seen else (lambda v: math.nan)
-        return {
-            "train_loss": mean(totals["loss"]),
-            "train_recon": mean(totals["recon"]),
-            "train_kl": mean(totals["kl"]),
-            "grad_norm_mean": float(np.mean(norms)) if norms else math.nan,
-            "skipped_batches": float(skipped),
-        }
+    def training_step(
+        self, model: nn.Module, batch: Mapping[str, torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Noisy input, clean target: the model learns to denoise (noise_std 0 = plain VAE)."""
+        clean = batch["x"].float()
+        noisy = add_noise(clean, float(self.training["noise_std"]), generator)
+        logits, mu, logvar = model(noisy)
+        loss, recon, kl = vae_loss(logits, clean, mu, logvar, float(self.training["beta"]))
+        return loss, {"train_recon": float(recon.detach()), "train_kl": float(kl.detach())}
 
     @torch.no_grad()
     def _encode_decode(
@@ -650,7 +595,7 @@ class VAETask(BatchTask):
         """Frozen metrics: loss/recon/kl on the clean input, and the held-out-presence AUC."""
         x = np.asarray(split["x"], dtype=np.float32)
         holdout = np.asarray(split["holdout"], dtype=bool)
-        beta = float(self._train("beta", 1.0))
+        beta = float(self.training["beta"])
         model.eval()
         recon = kl = 0.0
         with torch.no_grad():
