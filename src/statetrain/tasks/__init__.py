@@ -19,6 +19,7 @@ _TASKS = {
     "frequency": ("frequency", "FrequencyTask"),
     "vae": ("vae", "VAETask"),
     "classifier": ("classifier", "ClassifierTask"),
+    "sequence": ("sequence", "SequenceTask"),
 }
 TASK_NAMES = tuple(_TASKS)
 
