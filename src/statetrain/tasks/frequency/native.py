@@ -8,11 +8,13 @@ bit-identical). The torch objects stay the source of truth: ``train_epoch`` read
 parameters and the Adam state from them, runs the kernel, and writes both back in place in
 torch's own format, so a later torch step or ``optimizer.state_dict()`` continues seamlessly.
 
-Supported: ``FrequencyLSTM`` (any input size, hidden size and number of layers; no dropout,
-no projections), ``torch.optim.Adam`` / ``AdamW`` with one param group (any lr, betas, eps,
-weight decay; not amsgrad, maximize, capturable, differentiable or fused), gradient clipping
-by total L2 norm (torch's ``clip_grad_norm_`` formula) or none, ``tbptt_steps >= 1`` and
-``state_reset`` ``"epoch"`` or ``"stream"``. ``supports()`` says so, or says why not.
+Supported: ``FrequencyLSTM`` and its subclasses (any input size, hidden size and number of
+layers, any number K of outputs, the loss then being the MSE over all N·K values as torch's
+``MSELoss``; no dropout, no projections), ``torch.optim.Adam`` / ``AdamW`` with one param
+group (any lr, betas, eps, weight decay; not amsgrad, maximize, capturable, differentiable
+or fused), gradient clipping by total L2 norm (torch's ``clip_grad_norm_`` formula) or none,
+``tbptt_steps >= 1`` and ``state_reset`` ``"epoch"`` or ``"stream"``. ``supports()`` says
+so, or says why not.
 
 Numerics: every elementwise operation is IEEE float32 (``fastmath=False``), in torch's
 order where it matters (clip coefficient, Adam's lerp/moments/bias corrections; libm expf
@@ -278,15 +280,16 @@ def _adam_outer(p, m, v, u, w, cst, flg):
 def _views(theta, lay, n_in, hid, n_layers):
     """The flat parameter (or gradient, or Adam moment) vector seen as the kernel's
     matrices: W_ih^T of layer 0 (I, 4H), of the other layers (L-1, H, 4H), W_hh^T
-    (L, H, 4H), b_ih and b_hh (L, 4H), fc.weight (1, H), fc.bias (1, 1)."""
+    (L, H, 4H), b_ih and b_hh (L, 4H), fc.weight (K, H), fc.bias (K, 1), for K outputs."""
     gates = 4 * hid
+    n_out = (lay[6] - lay[5]) // hid
     wih0 = theta[lay[0] : lay[0] + n_in * gates].reshape((n_in, gates))
     wihr = theta[lay[1] : lay[1] + (n_layers - 1) * hid * gates].reshape((n_layers - 1, hid, gates))
     whh = theta[lay[2] : lay[2] + n_layers * hid * gates].reshape((n_layers, hid, gates))
     bih = theta[lay[3] : lay[3] + n_layers * gates].reshape((n_layers, gates))
     bhh = theta[lay[4] : lay[4] + n_layers * gates].reshape((n_layers, gates))
-    fcw = theta[lay[5] : lay[5] + hid].reshape((1, hid))
-    fcb = theta[lay[6] : lay[6] + 1].reshape((1, 1))
+    fcw = theta[lay[5] : lay[5] + n_out * hid].reshape((n_out, hid))
+    fcb = theta[lay[6] : lay[6] + n_out].reshape((n_out, 1))
     return wih0, wihr, whh, bih, bhh, fcw, fcb
 
 
@@ -349,12 +352,13 @@ def _train_kernel(
     cb = np.zeros((kmax + 1, n_layers, hid), dtype=np.float32)
     tcb = np.zeros((kmax, n_layers, hid), dtype=np.float32)
     act = np.zeros((kmax, n_layers, gates), dtype=np.float32)
-    err = np.zeros(kmax, dtype=np.float32)
+    n_out = fcw.shape[0]
+    err = np.zeros((kmax, n_out), dtype=np.float32)
     dh = np.zeros((n_layers, hid), dtype=np.float32)
     dc = np.zeros((n_layers, hid), dtype=np.float32)
     da = np.zeros((n_layers, gates), dtype=np.float32)
     one = np.ones(1, dtype=np.float32)
-    dout = np.zeros(1, dtype=np.float32)
+    dout = np.zeros(n_out, dtype=np.float32)
     norms = np.zeros(n_seg, dtype=np.float32)
 
     consecutive_bad = 0
@@ -390,28 +394,31 @@ def _train_kernel(
                     tcb[t, layer],
                     hb[t + 1, layer],
                 )
-            e = (_dot(fcw[0], hb[t + 1, n_layers - 1]) + fcb[0, 0]) - y[a + t]
-            err[t] = e
-            se += e * e
-        loss = se / np.float32(n)
+            for k in range(n_out):
+                e = (_dot(fcw[k], hb[t + 1, n_layers - 1]) + fcb[k, 0]) - y[a + t, k]
+                err[t, k] = e
+                se += e * e
+        loss = se / np.float32(n * n_out)
 
         # ---- backward through the chunk (the state entering it is detached).
         # A one-step chunk keeps its gradient factored (outer products); a longer one sums
         # the outer products of its steps into grad.
-        inv_n = _ONE / np.float32(n)
+        inv_n = _ONE / np.float32(n * n_out)
         dh[:] = _ZERO
         dc[:] = _ZERO
         factored = n == 1
         for t in range(n - 1, -1, -1):
             first = t == n - 1
-            d = inv_n * (_TWO * err[t])
             top = hb[t + 1, n_layers - 1]
-            for j in range(hid):
-                dh[n_layers - 1, j] += d * fcw[0, j]
-            dout[0] = d
+            for k in range(n_out):
+                d = inv_n * (_TWO * err[t, k])
+                dout[k] = d
+                for j in range(hid):
+                    dh[n_layers - 1, j] += d * fcw[k, j]
             if not factored:
                 _outer_acc(gfcw, dout, top, first)
-                gfcb[0, 0] = d if first else gfcb[0, 0] + d
+                for k in range(n_out):
+                    gfcb[k, 0] = dout[k] if first else gfcb[k, 0] + dout[k]
             for layer in range(n_layers - 1, -1, -1):
                 dal = da[layer]
                 _cell_backward(
@@ -437,7 +444,7 @@ def _train_kernel(
 
         # ---- per-tensor L2 norms and their L2 norm, as clip_grad_norm_
         if factored:  # |u ⊗ w| = |u| |w|
-            nd = np.float32(abs(dout[0]))
+            nd = np.float32(abs(dout[0])) if n_out == 1 else np.float32(math.sqrt(_sumsq(dout)))
             norms[0] = math.sqrt(_sumsq(x[a])) * math.sqrt(_sumsq(da[0]))
             for layer in range(n_layers):
                 nda = math.sqrt(_sumsq(da[layer]))
@@ -564,7 +571,8 @@ def _forward_kernel(x, resets, theta, lay, hid, n_layers, out, h_state, c_state)
             )
         h_state[:] = h_new
         c_state[:] = c_new
-        out[row] = _dot(fcw[0], h_new[n_layers - 1]) + fcb[0, 0]
+        for k in range(fcw.shape[0]):
+            out[row, k] = _dot(fcw[k], h_new[n_layers - 1]) + fcb[k, 0]
 
 
 # ------------------------------------------------------------------------- torch interface
@@ -598,6 +606,7 @@ class _Layout:
     n_in: int
     hid: int
     n_layers: int
+    n_out: int
     size: int
     lay: np.ndarray  # offsets: wih0, wih rest, whh, b_ih, b_hh, fc.weight, fc.bias
     entries: list  # (param, offset, transposed) in flat order
@@ -606,6 +615,7 @@ class _Layout:
 def _layout(model) -> _Layout:
     lstm = model.lstm
     n_in, hid, n_layers = lstm.input_size, lstm.hidden_size, lstm.num_layers
+    n_out = model.fc.out_features
     gates = 4 * hid
     sizes = [
         n_in * gates,
@@ -613,8 +623,8 @@ def _layout(model) -> _Layout:
         n_layers * hid * gates,
         n_layers * gates,
         n_layers * gates,
-        hid,
-        1,
+        n_out * hid,
+        n_out,
     ]
     lay = np.zeros(7, dtype=np.int64)
     lay[1:] = np.cumsum(sizes)[:-1]
@@ -633,7 +643,7 @@ def _layout(model) -> _Layout:
         entries.append((getattr(lstm, f"bias_hh_l{layer}"), int(lay[4]) + layer * gates, False))
     entries.append((model.fc.weight, int(lay[5]), False))
     entries.append((model.fc.bias, int(lay[6]), False))
-    return _Layout(n_in, hid, n_layers, sum(sizes), lay, entries)
+    return _Layout(n_in, hid, n_layers, n_out, sum(sizes), lay, entries)
 
 
 def _pack(layout: _Layout, tensors) -> np.ndarray:
@@ -678,8 +688,8 @@ def _model_support(model) -> str:
         return "the native kernel needs a batch_first, biased, unidirectional LSTM"
     if lstm.dropout and lstm.num_layers > 1:
         return "the native kernel does not implement dropout between LSTM layers"
-    if fc.out_features != 1 or fc.in_features != lstm.hidden_size or fc.bias is None:
-        return "the native kernel needs fc = Linear(hidden_size, 1) with a bias"
+    if fc.out_features < 1 or fc.in_features != lstm.hidden_size or fc.bias is None:
+        return "the native kernel needs fc = Linear(hidden_size, outputs) with a bias"
     if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
         return "the native kernel needs float32 parameters on the CPU"
     return ""
@@ -762,16 +772,20 @@ def _chunk_bounds(n_rows: int, stream_starts, tbptt_steps: int, state_reset: str
     return bounds, resets.astype(np.bool_)
 
 
-def _as_inputs(x, y=None):
+def _as_inputs(x, y=None, n_out: int = 1):
     # C-contiguous, aligned and writeable: a read-only array is another numba type (recompile)
     x = np.require(x, dtype=np.float32, requirements=("C", "A", "W"))
     if x.ndim != 2:
         raise ValueError(f"x must be (N, input_size), got shape {x.shape}")
     if y is None:
         return x, None
-    y = np.require(np.asarray(y, dtype=np.float32).reshape(-1), requirements=("C", "A", "W"))
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+    y = np.asarray(y, dtype=np.float32)
+    if y.size != x.shape[0] * n_out or (y.ndim == 2 and y.shape[1] != n_out) or y.ndim > 2:
+        raise ValueError(
+            f"x has {x.shape[0]} rows and the model {n_out} output(s), so y must be "
+            f"({x.shape[0]},{' ' + str(n_out) if n_out > 1 else ''}); got shape {y.shape}"
+        )
+    y = np.require(y.reshape(x.shape[0], n_out), requirements=("C", "A", "W"))
     return x, y
 
 
@@ -789,7 +803,8 @@ def train_epoch(
 ) -> EpochResult:
     """One epoch of the reference loop, natively; parameters and Adam state updated in place.
 
-    x (N, input_size) and y (N,) float32 rows in time order; stream_starts the rows where a
+    x (N, input_size) and y (N,) (or (N, K) for a model of K outputs) float32 rows in time
+    order; stream_starts the rows where a
     stream begins (needed for ``state_reset="stream"``). Raises ValueError when
     ``supports()`` refuses the options.
     """
@@ -806,8 +821,8 @@ def train_epoch(
         raise ValueError(f"the native engine cannot run this configuration: {why}")
     if int(max_bad_steps) < 1:
         raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
-    x, y = _as_inputs(x, y)
     layout = _layout(model)
+    x, y = _as_inputs(x, y, layout.n_out)
     if x.shape[1] != layout.n_in:
         raise ValueError(f"x has {x.shape[1]} columns but the model takes {layout.n_in} inputs")
     n_rows = x.shape[0]
@@ -924,8 +939,9 @@ def train_epoch(
 
 
 def evaluate(model, x, stream_starts=None, *, state_reset: str = "epoch") -> np.ndarray:
-    """Frozen predictions (N,) float32: no updates, the state carried from zero through all
-    rows (``"epoch"``) or zeroed at every stream start (``"stream"``)."""
+    """Frozen predictions (N,) float32 ((N, K) for a model of K > 1 outputs): no updates, the
+    state carried from zero through all rows (``"epoch"``) or zeroed at every stream start
+    (``"stream"``)."""
     why = _model_support(model)
     if why:
         raise ValueError(f"the native engine cannot evaluate this model: {why}")
@@ -941,13 +957,13 @@ def evaluate(model, x, stream_starts=None, *, state_reset: str = "epoch") -> np.
         if state_reset == "stream":
             resets[_starts_array(stream_starts, x.shape[0])] = True
     theta = _pack(layout, [e[0] for e in layout.entries])
-    out = np.zeros(x.shape[0], dtype=np.float32)
+    out = np.zeros((x.shape[0], layout.n_out), dtype=np.float32)
     h_state = np.zeros((layout.n_layers, layout.hid), dtype=np.float32)
     c_state = np.zeros_like(h_state)
     _forward_kernel(
         x, resets, theta, layout.lay, layout.hid, layout.n_layers, out, h_state, c_state
     )
-    return out
+    return out[:, 0] if layout.n_out == 1 else out
 
 
 def warmup() -> None:

@@ -48,9 +48,28 @@ class SequenceTask(BatchTask):
     # ---------------------------------------------------------------- config
     @cached_property
     def columns(self) -> Any:
+        """The column roles; a config that names no input or target, or several label
+        columns, is refused here (before any file is read)."""
+        from ...validation import DatasetError
         from .data import Columns
 
-        return Columns.from_spec(self.spec)
+        cols = Columns.from_spec(self.spec)
+        problem = ""
+        if not cols.inputs:
+            problem = "data.inputs names no column"
+        elif not cols.targets:
+            problem = "data.targets names no column"
+        elif cols.objective == "classification" and len(cols.targets) != 1:
+            problem = f"classification takes one label column, and data.targets has {cols.targets}"
+        if problem:
+            raise DatasetError(
+                self.spec.get("path") or self.spec.get("aeon") or self.spec.get("train_path"),
+                "config",
+                f"{problem}.",
+                "List the input columns in data.inputs and the target column(s) in data.targets "
+                "(config/README.md, `data` for task: sequence).",
+            )
+        return cols
 
     @property
     def objective(self) -> str:
