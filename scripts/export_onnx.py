@@ -1,12 +1,12 @@
-"""Rule export_onnx: a selected model as ONNX (one step, explicit state), checked in
-onnxruntime on the test split (state carried and reset as in training; the job fails unless
-every prediction is within 1e-4 of PyTorch's). By hand: `statetrain export CHECKPOINT OUT.onnx
---data test.npy`."""
+"""Rule export_onnx: a selected model of any task as ONNX, checked in onnxruntime on the test
+split (stateful models step by step with the state carried and reset as in training; the job
+fails unless every output is within 1e-4 of PyTorch's). By hand: `statetrain export
+CHECKPOINT OUT.onnx --data test.npy`."""
 
 import torch
 
 from statetrain import scripting
-from statetrain.tasks.frequency.export import export_checkpoint
+from statetrain.export import export_checkpoint
 
 sm = globals()["snakemake"]
 with scripting.rule_logging(sm.log[0]):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from statetrain.checkpoint import CheckpointError, save_checkpoint_file
+from statetrain.export import export_checkpoint
 from statetrain.tasks.frequency import export
 from statetrain.tasks.frequency.model import FrequencyLSTM
 from statetrain.tasks.frequency.trainer import Split, predict
@@ -101,7 +102,7 @@ def test_stepping_onnx_with_carried_state_reproduces_predict(
     # The comparison is sensitive to where the state is zeroed: the other reset rule differs.
     split = Split.from_array(rows_array)
     other = "stream" if state_reset == "epoch" else "epoch"
-    session = export._session(onnx_files[layers])
+    session = export.session(onnx_files[layers])
     wrong = export.onnx_predict(session, split.x, export.reset_rows(split, other))
     assert np.abs(wrong - predict(model, split, state_reset)).max() > 1e-3
 
@@ -118,12 +119,10 @@ def test_a_graph_that_does_not_match_fails_the_check_and_says_so(
     )
     data = tmp_path / "test.npy"
     np.save(data, rows_array)
-    real = export.export_onnx
-    monkeypatch.setattr(
-        export, "export_onnx", lambda m, p, **kw: real(_trained(1, seed=1), p, **kw)
-    )
+    real = export.onnx_graph
+    monkeypatch.setattr(export, "onnx_graph", lambda m: real(_trained(1, seed=1)))
     with pytest.raises(export.OnnxCheckError, match=r"ONNX check FAILED.*max abs diff"):
-        export.export_checkpoint(ckpt, tmp_path / "m.onnx", data, report_path=tmp_path / "r.json")
+        export_checkpoint(ckpt, tmp_path / "m.onnx", data, report_path=tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["passed"] is False
 
 
@@ -131,9 +130,9 @@ def test_a_corrupt_checkpoint_is_a_checkpoint_error_and_writes_nothing(tmp_path)
     ckpt = tmp_path / "best_model.pth"
     ckpt.write_bytes(b"PK\x03\x04 not a checkpoint" * 10)
     with pytest.raises(CheckpointError, match="cannot be loaded"):
-        export.export_checkpoint(ckpt, tmp_path / "model.onnx")
+        export_checkpoint(ckpt, tmp_path / "model.onnx")
     with pytest.raises(CheckpointError, match="does not exist"):
-        export.export_checkpoint(tmp_path / "missing.pth", tmp_path / "model.onnx")
+        export_checkpoint(tmp_path / "missing.pth", tmp_path / "model.onnx")
     assert list(tmp_path.iterdir()) == [ckpt]
 
 
@@ -212,7 +211,7 @@ def test_an_expert_combination_exports_with_its_states_stacked(rows_array, tmp_p
     )
     data = tmp_path / "test.npy"
     np.save(data, rows_array)
-    report = export.export_checkpoint(ckpt, tmp_path / "e.onnx", data)
+    report = export_checkpoint(ckpt, tmp_path / "e.onnx", data)
     assert report["passed"] and report["max_abs_diff"] <= 1e-5 and report["rows"] == 400
     session = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[1].shape[0] == 4  # 4 experts × 1 layer of state rows

@@ -58,7 +58,6 @@ def test_task_defaults_and_identity_are_per_task():
         ({"task": "vae", "data": {"split": {"validation": 0.5, "test": 0.45}}}, "keep their sum"),
         ({"task": "classifier", "data": {"positive_rate": 1.5}}, "data.positive_rate"),
         ({"task": "classifier", "datasets": {"d": {"labels_path": "y.npy"}}}, "without path"),
-        ({"task": "vae", "export": {"onnx": True}}, "export.onnx"),
         ({"task": "vae", "grid": {"dropout": [1.5]}}, "dropout"),
     ],
 )
@@ -162,6 +161,19 @@ def test_vae_workflow_selects_on_validation_and_plots(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     header, *rows = (tmp_path / "p.csv").read_text().splitlines()
     assert len(rows) == len(np.load(test)["x"]) and header.startswith("p_")
+    # ... and as ONNX, checked in onnxruntime against PyTorch on the test split.
+    proc = subprocess.run(
+        [PYTHON, "-m", "statetrain.cli", "export", best, tmp_path / "vae.onnx", "--data", test],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check = json.loads((tmp_path / "vae.check.json").read_text())
+    assert check["passed"] and check["max_abs_diff"] <= 1e-4 and check["task"] == "vae"
+    assert check["rows"] == len(rows) and check["outputs"]["probabilities"][1] == len(
+        header.split(",")
+    )
 
 
 def test_a_bad_user_matrix_is_refused_with_a_clear_error(tmp_path):

@@ -10,6 +10,7 @@ sequences of 100 steps, 6 channels; JapaneseVowels: 7..29 steps, 12 channels), a
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from statetrain import runner
 from statetrain.batch import minibatch_epoch
 from statetrain.config import ConfigError, dataset_spec, training_config, validate_config
+from statetrain.export import session, write_onnx
 from statetrain.inference import predict_checkpoint
 from statetrain.tasks.base import load_split, save_split
 from statetrain.tasks.classifier import (
@@ -219,6 +221,12 @@ def test_variable_length_archive_trains_and_predicts(tmp_path):
         minibatch_epoch(
             task, model, opt, splits["train"], torch.Generator().manual_seed(epoch), CPU
         )
+    # Exported: one ONNX call per sequence length, unpadded, equal to the packed PyTorch path.
+    onnx_file = write_onnx(task.onnx_graph(model.eval()), tmp_path / "vowels.onnx")
+    check = task.check_onnx(session(onnx_file), model, splits["test"], 1e-4)
+    assert check["passed"] and check["rows"] == 370, check
+    probe = task.check_onnx(session(onnx_file), model, None, 1e-4)  # no data: a random probe
+    assert probe["passed"] and probe["rows"] == 32
     metrics = task.evaluate(model, splits["test"], CPU)
     assert set(metrics) == {
         "loss",
@@ -384,3 +392,24 @@ def test_workflow_runs_a_users_multiclass_npy_with_own_test_split(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = out.read_text().splitlines()
     assert lines[0] == "down,flat,up" and len(lines) == 1 + len(tx)
+    # The same model's frozen metrics, and its ONNX form checked against PyTorch.
+    proc = subprocess.run(
+        [PYTHON, "-m", "statetrain.cli", "evaluate", str(best), str(test)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["overall"]["accuracy"] == pytest.approx(
+        float(summary["test_accuracy"].iloc[0]), rel=1e-5  # summary.csv keeps 6 digits
+    )
+    onnx_file = tmp_path / "clf.onnx"
+    proc = subprocess.run(
+        [PYTHON, "-m", "statetrain.cli", "export", str(best), str(onnx_file), "--data", str(test)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check = json.loads((tmp_path / "clf.check.json").read_text())
+    assert check["passed"] and check["rows"] == len(tx) and check["classes"] == "down,flat,up"

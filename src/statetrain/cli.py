@@ -105,11 +105,9 @@ def predict(args: argparse.Namespace) -> dict:
 
 
 def export(args: argparse.Namespace) -> dict:
-    from .tasks.frequency.export import export_checkpoint
+    from .export import export_checkpoint
 
-    report = args.check_out
-    if args.data and not report:
-        report = str(args.out).removesuffix(".onnx") + ".check.json"
+    report = args.check_out or str(args.out).removesuffix(".onnx") + ".check.json"
     with scripting.rule_logging(args.log, echo=True):
         return export_checkpoint(
             args.checkpoint, args.out, args.data, opset=args.opset, report_path=report
@@ -176,7 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_exp = sub.add_parser("export", help="export a checkpoint to ONNX (no training)")
     p_exp.add_argument("checkpoint", metavar="CHECKPOINT", help="a statetrain .pth file")
     p_exp.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
-    p_exp.add_argument("--data", help="the split to check the export on (onnxruntime ≤ 1e-4)")
+    p_exp.add_argument(
+        "--data",
+        help="a split file of the checkpoint's task to check the export on (onnxruntime vs "
+        "PyTorch, ≤ 1e-4; default: a fixed random probe of the model's input shape)",
+    )
     p_exp.add_argument("--check-out", help="check report (default: <out>.check.json)")
     p_exp.add_argument("--opset", type=int, default=17, help="ONNX opset (9-20, default 17)")
     p_exp.add_argument("--log", default=None, help="also write the log to this file")

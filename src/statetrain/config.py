@@ -263,11 +263,6 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ConfigError(f"`experts` combines frequency-task datasets; remove it for task {task}.")
     for name in cfg["experts"]:
         expert_spec(cfg, name)
-    if task != "frequency" and cfg["export"]["onnx"]:
-        raise ConfigError(
-            f"export.onnx exports the frequency task's stateful LSTM; task '{task}' has no ONNX "
-            "export yet. Set export.onnx: false."
-        )
     return cfg
 
 

@@ -24,7 +24,7 @@ log = logging.getLogger("statetrain")
 PREDICTION_SUFFIXES = (".npy", ".csv")
 
 
-def _task_and_split(ckpt: dict, data: str | Path) -> tuple[Any, Any]:
+def task_and_split(ckpt: dict, data: str | Path) -> tuple[Any, Any]:
     """The checkpoint's task and the split file read and checked by it."""
     task_name = ckpt.get("task", "frequency")
     task = task_class(task_name).from_checkpoint(ckpt)
@@ -47,7 +47,7 @@ def evaluate_checkpoint(
     """Frozen-weight metrics of `checkpoint` on the split file `data` (stateful models: the
     state carried as the checkpoint was scored in training, unless `state_reset` says)."""
     model, ckpt = load_model(checkpoint)
-    task, split = _task_and_split(ckpt, data)
+    task, split = task_and_split(ckpt, data)
     return task.evaluate_model(model, split, state_reset=state_reset)
 
 
@@ -72,7 +72,7 @@ def predict_checkpoint(
         )
     refuse_overwrite(out, [checkpoint, data])
     model, ckpt = load_model(checkpoint)
-    task, split = _task_and_split(ckpt, data)
+    task, split = task_and_split(ckpt, data)
     columns = task.predict_model(model, split, state_reset=state_reset)
     matrix = np.column_stack([np.asarray(v, dtype=np.float64) for v in columns.values()])
     if out.suffix == ".npy":

@@ -1,6 +1,7 @@
-# ONNX export of a dataset's selected model: one LSTM step with the state as explicit I/O
-# (x, h0, c0 -> y, h1, c1; dynamic batch). The job runs the test split through onnxruntime
-# step by step with the state carried and fails unless it matches PyTorch to 1e-4.
+# ONNX export of a dataset's selected model, any task: stateful models as one step with the
+# state as explicit I/O (x, h0, c0 -> y, h1, c1), batch tasks as samples in, probabilities
+# out. The job runs the test split through onnxruntime (state carried) and fails unless it
+# matches PyTorch to 1e-4.
 # In the default target only with `export: {onnx: true}`; `snakemake
 # results/best/spec/model.onnx` builds it either way.
 rule export_onnx:

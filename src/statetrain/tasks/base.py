@@ -157,6 +157,19 @@ class Task:
         """The frozen model's output per row of `split`, as named columns of equal length."""
         raise NotImplementedError
 
+    def onnx_graph(self, model: nn.Module) -> Any:
+        """One call of the deployed model as an `export.OnnxGraph` (stateful models take and
+        return their state explicitly)."""
+        raise NotImplementedError
+
+    def check_onnx(
+        self, session: Any, model: nn.Module, split: Any, tolerance: float
+    ) -> dict[str, Any]:
+        """Run `split` (read by `read_split`; None: a fixed random probe of the model's input
+        shape) through the onnxruntime `session` and through PyTorch; at least ``passed``
+        and ``max_abs_diff`` (`export.compare_outputs`)."""
+        raise NotImplementedError
+
 
 class BatchTask(Task):
     """A task trained in mini-batches over independent samples (no state between them).
@@ -224,6 +237,43 @@ class BatchTask(Task):
         self, model: nn.Module, split: Any, *, state_reset: str | None = None
     ) -> dict[str, np.ndarray]:
         return self.predict(model, split, _device_of(model))
+
+    def check_onnx(
+        self, session: Any, model: nn.Module, split: Any, tolerance: float
+    ) -> dict[str, Any]:
+        """The graph's output ("x" in, one output) against `onnx_reference` in PyTorch,
+        sequences grouped by length (a variable-length split runs each length unpadded)."""
+        from ..export import compare_outputs
+
+        split = self.onnx_probe(model) if split is None else split
+        x = np.asarray(split["x"], np.float32)
+        lengths = split.get("lengths")
+        lengths = np.full(len(x), x.shape[1]) if lengths is None or x.ndim < 3 else lengths
+        lengths = np.asarray(lengths, dtype=np.int64)
+        out = None
+        for length in np.unique(lengths):
+            rows = np.flatnonzero(lengths == length)
+            for start in range(0, len(rows), 256):
+                idx = rows[start : start + 256]
+                xb = x[idx, :length] if x.ndim == 3 else x[idx]
+                (yb,) = session.run(None, {"x": np.ascontiguousarray(xb)})
+                if out is None:
+                    out = np.zeros((len(x), *yb.shape[1:]), np.float64)
+                out[idx] = yb
+        reference = np.asarray(self.onnx_reference(model, split), np.float64)
+        report = compare_outputs([out if out is not None else np.zeros(0)], [reference], tolerance)
+        report["rows"] = len(x)
+        report["what"] = f"{len(x):,} samples"
+        return report
+
+    def onnx_probe(self, model: nn.Module) -> Arrays:
+        """A fixed random batch of the model's input shape, for a check without data."""
+        raise NotImplementedError
+
+    def onnx_reference(self, model: nn.Module, split: Mapping[str, np.ndarray]) -> np.ndarray:
+        """What the ONNX graph must output for `split["x"]`, computed by the task's own
+        PyTorch path (the one `predict` uses)."""
+        raise NotImplementedError
 
     def score(self, trainer: Any, splits: Mapping[str, Any]) -> dict[str, Any]:
         """The task's frozen metrics and its trivial baseline's, on validation and test."""

@@ -158,6 +158,21 @@ class SequenceClassifier(nn.Module):
         return out.squeeze(-1) if self.num_classes == 2 else out
 
 
+class _Probabilities(nn.Module):
+    """x -> class probabilities (B, K), as `class_probabilities` computes them."""
+
+    def __init__(self, model: SequenceClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        if self.model.num_classes == 2:
+            p = torch.sigmoid(logits)
+            return torch.stack([1 - p, p], dim=1)
+        return torch.softmax(logits, dim=1)
+
+
 def _chunks(x: np.ndarray, lengths: np.ndarray | None):
     for start in range(0, len(x), EVAL_BATCH):
         xb = torch.as_tensor(np.asarray(x[start : start + EVAL_BATCH], np.float32))
@@ -996,6 +1011,44 @@ class ClassifierTask(BatchTask):
         if tuple(model.classes) == BINARY:
             return {"probability": proba[:, 1]}
         return {label: proba[:, i] for i, label in enumerate(model.classes)}
+
+    # ------------------------------------------------------------------ ONNX
+    def onnx_graph(self, model: nn.Module) -> Any:
+        """Sequences x (B, T, C) in raw units -> class probabilities (B, K); B and T dynamic
+        (sequences of different lengths: one call per length, unpadded)."""
+        from ..export import OnnxGraph
+
+        c, k = int(model.input_size), int(model.num_classes)
+        return OnnxGraph(
+            module=_Probabilities(model),
+            example=(torch.zeros(2, 3, c),),
+            inputs=("x",),
+            outputs=("probabilities",),
+            dynamic_axes={"x": {0: "batch", 1: "time"}, "probabilities": {0: "batch"}},
+            doc=(
+                f"statetrain classifier: x (B,T,{c}) sequences in the training data's units "
+                f"-> probabilities (B,{k}) of the classes {list(model.classes)} in that order. "
+                "Sequences of different lengths: call once per length, without padding."
+            ),
+            description={
+                "input_size": c,
+                "hidden_size": int(model.hidden_size),
+                "num_layers": int(model.num_layers),
+                "bidirectional": bool(model.bidirectional),
+                "classes": ",".join(model.classes),
+            },
+        )
+
+    def onnx_probe(self, model: nn.Module) -> Arrays:
+        """Random sequences in the training data's units (its per-channel mean and std)."""
+        rng = np.random.default_rng(0)
+        z = rng.standard_normal((32, 40, int(model.input_size)))
+        x = model.mean.cpu().numpy() + model.std.cpu().numpy() * z
+        return {"x": x.astype(np.float32), "lengths": rng.integers(5, 41, 32)}
+
+    def onnx_reference(self, model: nn.Module, split: Mapping[str, np.ndarray]) -> np.ndarray:
+        device = next(model.parameters()).device
+        return class_probabilities(model, np.asarray(split["x"]), device, _lengths_of(split))
 
     def _aeon_baselines(self, train: Mapping[str, np.ndarray]) -> Any:
         """1-NN DTW and MiniRocket fitted once per training split (validation and test are

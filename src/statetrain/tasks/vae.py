@@ -110,6 +110,18 @@ class VariationalAutoencoder(nn.Module):
         return self.decode(self.reparameterize(mu, logvar)), mu, logvar
 
 
+class _Reconstruction(nn.Module):
+    """x -> sigmoid(decode(mu(x))): the VAE without its sampling, as `predict` runs it."""
+
+    def __init__(self, model: VariationalAutoencoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu, _ = self.model.encode(x)
+        return torch.sigmoid(self.model.decode(mu))
+
+
 def add_noise(
     data: torch.Tensor, noise_std: float = 0.1, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -624,6 +636,38 @@ class VAETask(BatchTask):
         probs, _, _ = self._encode_decode(model, np.asarray(split["x"], np.float32), device)
         width = len(str(probs.shape[1] - 1))
         return {f"p_{j:0{width}d}": probs[:, j] for j in range(probs.shape[1])}
+
+    # ---------------------------------------------------------------- ONNX
+    def onnx_graph(self, model: nn.Module) -> Any:
+        """The deterministic model as deployed: presences x (B, species) -> probabilities
+        (B, species), through z = mu (what `predict` writes)."""
+        from ..export import OnnxGraph
+
+        n = int(model.input_dimension)
+        return OnnxGraph(
+            module=_Reconstruction(model),
+            example=(torch.zeros(2, n),),
+            inputs=("x",),
+            outputs=("probabilities",),
+            dynamic_axes={"x": {0: "batch"}, "probabilities": {0: "batch"}},
+            doc=(
+                f"statetrain vae: x (B,{n}) 0/1 presences of a site -> probabilities (B,{n}) of "
+                "each species, decoded from the posterior mean (no sampling)."
+            ),
+            description={
+                "input_dimension": n,
+                "latent_dimension": int(model.latent_dimension),
+                "hidden_dimension": int(model.hidden_dimension),
+            },
+        )
+
+    def onnx_probe(self, model: nn.Module) -> Arrays:
+        rng = np.random.default_rng(0)
+        return {"x": rng.binomial(1, 0.1, (64, int(model.input_dimension))).astype(np.float32)}
+
+    def onnx_reference(self, model: nn.Module, split: Mapping[str, np.ndarray]) -> np.ndarray:
+        x = np.asarray(split["x"], np.float32)
+        return self._encode_decode(model, x, next(model.parameters()).device)[0]
 
     def baseline(self, train: Mapping[str, np.ndarray], split: Mapping[str, np.ndarray]) -> dict:
         """The per-species frequency model: every site gets each species' training prevalence."""

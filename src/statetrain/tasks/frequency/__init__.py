@@ -256,6 +256,27 @@ class FrequencyTask(Task):
         self._check_inputs(split)
         return {"prediction": predict(model, split, state_reset or "stream")}
 
+    def onnx_graph(self, model: Any) -> Any:
+        """One step with the state as explicit I/O: (x, h0, c0) -> (y, h1, c1); the metadata
+        says where the caller zeroes the state (as in training)."""
+        from .export import onnx_graph
+
+        graph = onnx_graph(model)
+        graph.description["state_reset"] = getattr(self, "trained_state_reset", "epoch")
+        return graph
+
+    def check_onnx(self, session: Any, model: Any, split: Any, tolerance: float) -> dict[str, Any]:
+        """The split (or a random probe) stepped through onnxruntime with the state carried
+        and reset as the model was trained, against ``trainer.predict``."""
+        from .export import _state_shape, check_onnx, probe_split
+
+        reset = getattr(self, "trained_state_reset", "epoch")
+        if split is None:
+            split, reset = probe_split(_state_shape(model)[0]), "stream"
+        else:
+            self._check_inputs(split)
+        return check_onnx(session, model, split, reset, tolerance)
+
     # ---------------------------------------------------------------- models
     def model_from_args(self, args: Mapping[str, Any]) -> Any:
         """A FrequencyLSTM, or an ExpertLSTM of several, from a checkpoint's model_args."""
