@@ -123,3 +123,20 @@ def test_training_defaults_come_from_the_schema_alone(task):
         assert defaults["num_layers"] == 2 and defaults["batch_size"] == 64
     # A value given wins over the default.
     assert get_task(task, {}, {"epochs": 3}).training["epochs"] == 3
+
+
+def test_run_identity_keeps_the_keys_each_kind_of_task_reads():
+    """A stateful task's runs differ by tbptt_steps (it trains differently), a batch task's
+    do not; a batch task's runs differ by batch_size, a stateful task's do not."""
+    from statetrain.config import identity
+
+    base = validate_config({})["training"]
+    for task, reads, ignores in (
+        ("frequency", "tbptt_steps", "batch_size"),
+        ("sequence", "tbptt_steps", "batch_size"),
+        ("classifier", "batch_size", "tbptt_steps"),
+        ("vae", "batch_size", "tbptt_steps"),
+    ):
+        one = identity(base, ["d"], task)
+        assert identity({**base, reads: 7}, ["d"], task) != one, (task, reads)
+        assert identity({**base, ignores: 7}, ["d"], task) == one, (task, ignores)

@@ -43,8 +43,9 @@ DATA_KEYS = (
 NON_IDENTITY_KEYS = frozenset(
     {"epochs", "threads", "max_bad_steps", "checkpoint", "early_stopping"}
 )
-# Training keys only one kind of task reads: they are not part of the other kind's identity,
-# so a key added for one task never restarts the other task's runs.
+# Training keys only one kind of task reads (mini-batch tasks, stateful tasks): they are not
+# part of the other kind's identity, so a key added for one kind never restarts the other's
+# runs.
 BATCH_KEYS = frozenset(
     {
         "batch_size",
@@ -57,7 +58,7 @@ BATCH_KEYS = frozenset(
         "threshold",
     }
 )
-FREQUENCY_KEYS = frozenset(
+STATEFUL_KEYS = frozenset(
     {"engine", "forget_bias", "loss", "tbptt_steps", "mode", "window", "state_reset"}
 )
 
@@ -519,7 +520,9 @@ def identity(
 ) -> dict[str, Any]:
     """What a run's weights depend on: the training keys the task reads (but
     NON_IDENTITY_KEYS), and the data."""
-    unused = BATCH_KEYS if task == "frequency" else FREQUENCY_KEYS
+    from .tasks import task_info
+
+    unused = BATCH_KEYS if task_info(task).stateful else STATEFUL_KEYS
     ident = {
         k: v for k, v in sorted(training.items()) if k not in NON_IDENTITY_KEYS and k not in unused
     }

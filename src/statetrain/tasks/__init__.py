@@ -33,7 +33,8 @@ class TaskInfo:
     mode: str  # "min" or "max"
     selection_metric: str  # key of the frozen metrics that picks the best grid point
     figures: tuple[str, ...]  # per-dataset figures of the selected model
-    batch: bool = True  # mini-batches of independent samples (BatchTask)
+    batch: bool = True  # a BatchTask: the workflow's generic figure rule (plot_task)
+    stateful: bool = False  # trained step by step with the state carried (Task.stateful)
     split_suffix: str = "npz"  # the prepared split files' extension
 
 
@@ -56,6 +57,7 @@ def task_info(name: str) -> TaskInfo:
         selection_metric=cls.selection_metric,
         figures=tuple(cls.figures),
         batch=issubclass(cls, BatchTask),
+        stateful=bool(cls.stateful),
         split_suffix=cls.split_suffix,
     )
 

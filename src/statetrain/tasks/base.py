@@ -53,6 +53,10 @@ class Task:
     mode: ClassVar[str] = "min"
     # The figure files the task's plot rule writes per dataset (names only).
     figures: ClassVar[tuple[str, ...]] = ()
+    # Trained one time step at a time with the state carried (the reference loop, TBPTT,
+    # window training): the stateful training keys (tbptt_steps, engine, ...) are part of its
+    # runs' identity, the mini-batch keys (batch_size, ...) are not; the reverse otherwise.
+    stateful: ClassVar[bool] = False
     # The extension of the task's prepared split files under results/data/.
     split_suffix: ClassVar[str] = "npz"
 

@@ -40,6 +40,7 @@ class FrequencyTask(Task):
     mode: ClassVar[str] = "min"
     figures: ClassVar[tuple[str, ...]] = ("graph1.png", "graph2.png")
     split_suffix: ClassVar[str] = "npy"
+    stateful: ClassVar[bool] = True
 
     @property
     def frequencies(self) -> list[float]:

@@ -44,6 +44,7 @@ class SequenceTask(BatchTask):
     mode: ClassVar[str] = "min"
     figures: ClassVar[tuple[str, ...]] = ("predictions.png",)
     split_suffix: ClassVar[str] = "csv"
+    stateful: ClassVar[bool] = True
 
     # ---------------------------------------------------------------- config
     @cached_property
