@@ -1,19 +1,23 @@
 # statetrain: data → validation → training per grid point → selection → plots, for every
-# task (`task: frequency | vae | classifier`; src/statetrain/tasks).
+# task (`task: frequency | vae | classifier | sequence`; src/statetrain/tasks).
 #
 #   snakemake --cores 1                                  # the default experiment
-#   snakemake --cores 2 --configfile config/quick.yaml   # replaces config/config.yaml
+#   snakemake --cores 2 --configfile config/quick.yaml   # instead of config/config.yaml
 #   snakemake --cores 2 --configfile config/vae.yaml     # the denoising VAE
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-# A --configfile given on the command line replaces the default experiment instead of being
-# merged into it (Snakemake merges mapping keys, so the default datasets would otherwise stay).
-if not workflow.overwrite_configfiles:
-
-    configfile: "config/config.yaml"
+# No `configfile:` here: the default experiment, config/config.yaml, comes from the workflow
+# profile (profiles/default/config.yaml), so a --configfile on the command line takes its
+# place, and several --configfile files merge, exactly as Snakemake documents.
+if not config:
+    raise WorkflowError(
+        "statetrain: no configuration. Run from the repository root (the workflow profile "
+        "profiles/default gives config/config.yaml) or pass --configfile config/config.yaml "
+        "(or your own experiment's file)."
+    )
 
 
 # The report's landing page: the experiment's headline table (workflow/report/workflow.rst).

@@ -253,3 +253,25 @@ def test_export_onnx_joins_the_default_target_only_when_asked(tmp_path):
 
     assert jobs(plain.stdout + plain.stderr) == []
     assert set(jobs(wired.stdout + wired.stderr)) == {"2"}
+
+
+def test_configfile_follows_snakemakes_documented_rules(tmp_path):
+    """The default experiment comes from the workflow profile, so --configfile takes its place,
+    several files merge in order, and no configuration at all is one clear error."""
+
+    def jobs(*args: str) -> str:
+        return snakemake(tmp_path, "-n", "--quiet", "rules", *args).stdout
+
+    default = jobs()  # run from the repository root: profiles/default gives config.yaml
+    assert "plot_predictions" in default and "plot_task" not in default
+    vae = jobs("--configfile", str(ROOT / "config" / "vae.yaml"))
+    assert "plot_task" in vae and "plot_predictions" not in vae  # replaced, not merged
+    on = tmp_path / "onnx.yaml"
+    on.write_text("export: {onnx: true}\n")
+    merged = jobs("--configfile", str(ROOT / "config" / "config.yaml"), str(on))
+    assert "export_onnx" in merged and "export_onnx" not in default
+    assert "plot_predictions" in merged  # the default experiment is still all there
+    bare = snakemake(tmp_path, "-n", "--workflow-profile", "none", check=False)
+    assert bare.returncode != 0
+    said = bare.stdout + bare.stderr  # snakemake prints parse errors on stdout
+    assert "no configuration" in said and "--configfile config/config.yaml" in said
