@@ -273,3 +273,58 @@ def test_workflow_end_to_end_on_a_users_csv(tmp_path):
     } <= set(summary.columns)
     assert (res / "plots" / "rec" / "predictions.png").read_bytes().startswith(b"\x89PNG")
     assert json.loads((res / "data" / "rec" / "train.validation.json").read_text())["streams"] == 2
+
+
+# ------------------------------------------------------------------------ real recordings
+def aeon_config(tmp_path, monkeypatch, **data):
+    monkeypatch.chdir(tmp_path)
+    return validate_config(
+        {
+            "task": "sequence",
+            "experiment": "real",
+            "data": data,
+            "datasets": {"mine": {}},
+            "training": {"epochs": 2, "hidden_size": 8},
+        }
+    )
+
+
+def test_real_multichannel_recording_trains_natively_exact_to_the_reference_loop(
+    tmp_path, monkeypatch
+):
+    """aeon's Uschange (187 quarters, five channels, two targets): the native engine and the
+    torch reference loop reach the same weights (to float32 rounding) through the task."""
+    cfg = aeon_config(
+        tmp_path,
+        monkeypatch,
+        aeon="Uschange",
+        inputs=["Consumption", "Income", "Production", "Savings", "Unemployment"],
+        targets=["Consumption", "Income"],
+        horizon=1,
+        period=4,
+    )
+    reports = prepare_data(cfg, "mine")
+    assert [reports[s]["rows"] for s in ("train", "validation", "test")] == [131, 28, 28]
+    native_run = train_one(cfg, tmp_path, "native", engine="native")
+    torch_run = train_one(cfg, tmp_path, "torch", engine="torch")
+    assert native_run["engine"] == "native" and torch_run["engine"] == "torch"
+    a = torch.load(tmp_path / "native" / "best_model.pth", weights_only=True)
+    b = torch.load(tmp_path / "torch" / "best_model.pth", weights_only=True)
+    for key, value in b["model_state_dict"].items():
+        assert torch.allclose(a["model_state_dict"][key], value, rtol=1e-5, atol=1e-5), key
+    for key in ("rmse_Consumption", "r2_Income", "seasonal_mae_Income"):
+        where = native_run["baseline"] if key.startswith("seasonal") else native_run
+        assert np.isfinite(
+            where["test"][key] if "seasonal" in key else where["test"]["overall"][key]
+        )
+
+
+def test_basic_motions_is_a_labelled_stream_of_whole_recordings():
+    from statetrain.tasks.sequence.data import aeon_table
+
+    frame = aeon_table("BasicMotions", seed=0)
+    assert frame.shape == (8000, 9)
+    sizes = frame.groupby("recording")["activity"].agg(["size", "nunique"])
+    assert (sizes["size"] == 100).all() and (sizes["nunique"] == 1).all()
+    assert sorted(frame["activity"].unique()) == ["badminton", "running", "standing", "walking"]
+    assert not frame.equals(aeon_table("BasicMotions", seed=1))  # the seed orders recordings

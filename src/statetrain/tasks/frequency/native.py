@@ -316,13 +316,17 @@ def _train_kernel(
     chunk_hn,
     chunk_cn,
     counters,
+    class_w,
 ):
     """One epoch of the reference loop over the chunks [bounds[c], bounds[c+1]).
 
     Updates theta, exp_avg, exp_avg_sq, steps (one per tensor, flat order), h_state and
     c_state in place; fills the per-chunk arrays and the counters. hyper (float64): lr,
-    beta1, beta2, eps, weight_decay, clip (negative: off), weight-decay mode.
+    beta1, beta2, eps, weight_decay, clip (negative: off), weight-decay mode. The loss is
+    the MSE over the chunk's N·K values when class_w is empty; otherwise torch's
+    cross_entropy(logits, y[:, 0], weight=class_w) (mean: Σ w_y·nll / Σ w_y).
     """
+    ce = class_w.shape[0] > 0
     n_in = x.shape[1]
     gates = 4 * hid
     n_chunks = bounds.shape[0] - 1
@@ -373,6 +377,7 @@ def _train_kernel(
 
         # ---- forward through the chunk
         se = _ZERO
+        wsum = _ONE
         for t in range(n):
             for layer in range(n_layers):
                 if layer == 0:
@@ -394,24 +399,55 @@ def _train_kernel(
                     tcb[t, layer],
                     hb[t + 1, layer],
                 )
+            if ce:  # logits for now; log-softmax after the chunk's forward
+                for k in range(n_out):
+                    err[t, k] = _dot(fcw[k], hb[t + 1, n_layers - 1]) + fcb[k, 0]
+                continue
             for k in range(n_out):
                 e = (_dot(fcw[k], hb[t + 1, n_layers - 1]) + fcb[k, 0]) - y[a + t, k]
                 err[t, k] = e
                 se += e * e
-        loss = se / np.float32(n * n_out)
+        if ce:
+            # log_softmax, weighted NLL; err[t] becomes the probabilities exp(log p)
+            wsum = _ZERO
+            for t in range(n):
+                m = err[t, 0]
+                for k in range(1, n_out):
+                    m = max(m, err[t, k])
+                z = _ZERO
+                for k in range(n_out):
+                    z += math.exp(err[t, k] - m)
+                lse = np.float32(math.log(z))
+                cls = int(y[a + t, 0])
+                w = class_w[cls]
+                se += -(w * ((err[t, cls] - m) - lse))
+                wsum += w
+                for k in range(n_out):
+                    err[t, k] = math.exp((err[t, k] - m) - lse)
+            loss = se / wsum
+        else:
+            loss = se / np.float32(n * n_out)
 
         # ---- backward through the chunk (the state entering it is detached).
         # A one-step chunk keeps its gradient factored (outer products); a longer one sums
         # the outer products of its steps into grad.
         inv_n = _ONE / np.float32(n * n_out)
+        cls = 0
+        g = _ZERO
         dh[:] = _ZERO
         dc[:] = _ZERO
         factored = n == 1
         for t in range(n - 1, -1, -1):
             first = t == n - 1
             top = hb[t + 1, n_layers - 1]
+            if ce:
+                cls = int(y[a + t, 0])
+                g = class_w[cls] / wsum
             for k in range(n_out):
-                d = inv_n * (_TWO * err[t, k])
+                if ce:
+                    d = g * (err[t, k] - _ONE) if k == cls else g * err[t, k]
+                else:
+                    d = inv_n * (_TWO * err[t, k])
                 dout[k] = d
                 for j in range(hid):
                     dh[n_layers - 1, j] += d * fcw[k, j]
@@ -800,11 +836,13 @@ def train_epoch(
     state_reset: str = "epoch",
     clip_grad_norm: float | None = 1.0,
     max_bad_steps: int = 100,
+    class_weights=None,
 ) -> EpochResult:
     """One epoch of the reference loop, natively; parameters and Adam state updated in place.
 
     x (N, input_size) and y (N,) (or (N, K) for a model of K outputs) float32 rows in time
-    order; stream_starts the rows where a
+    order; with ``class_weights`` (K,) the loss is torch's weighted cross-entropy of the K
+    logits instead, and y (N,) holds class indices; stream_starts the rows where a
     stream begins (needed for ``state_reset="stream"``). Raises ValueError when
     ``supports()`` refuses the options.
     """
@@ -822,7 +860,24 @@ def train_epoch(
     if int(max_bad_steps) < 1:
         raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
     layout = _layout(model)
-    x, y = _as_inputs(x, y, layout.n_out)
+    if class_weights is None:
+        class_w = np.zeros(0, dtype=np.float32)
+        x, y = _as_inputs(x, y, layout.n_out)
+    else:
+        class_w = np.require(
+            np.asarray(class_weights, dtype=np.float32).reshape(-1), None, ("C", "A", "W")
+        )
+        x, y = _as_inputs(x, y, 1)
+        if class_w.shape[0] != layout.n_out or layout.n_out < 2:
+            raise ValueError(
+                f"{class_w.shape[0]} class weights for a model of {layout.n_out} outputs; give "
+                "one weight per class (at least two classes)"
+            )
+        if not np.all(np.isfinite(class_w)) or np.any(class_w <= 0):
+            raise ValueError("class weights must be finite and positive")
+        labels = y[:, 0]
+        if np.any((labels < 0) | (labels >= layout.n_out) | (labels != np.floor(labels))):
+            raise ValueError(f"y must hold class indices 0..{layout.n_out - 1}")
     if x.shape[1] != layout.n_in:
         raise ValueError(f"x has {x.shape[1]} columns but the model takes {layout.n_in} inputs")
     n_rows = x.shape[0]
@@ -888,6 +943,7 @@ def train_epoch(
         chunk_hn,
         chunk_cn,
         counters,
+        class_w,
     )
 
     updates = int(counters[_CNT_UPDATES])
@@ -979,4 +1035,8 @@ def warmup() -> None:
     x = np.zeros((4, 2), dtype=np.float32)
     y = np.zeros(4, dtype=np.float32)
     train_epoch(model, opt, x, y, [0, 2], tbptt_steps=2, state_reset="stream")
+    two = FrequencyLSTM(input_size=2, hidden_size=2)
+    two.fc = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(two.parameters(), lr=1e-3)
+    train_epoch(two, opt, x, y, [0, 2], state_reset="stream", class_weights=[1.0, 1.0])
     evaluate(model, x, [0, 2], state_reset="stream")

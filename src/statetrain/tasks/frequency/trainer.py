@@ -237,8 +237,13 @@ class StatefulTrainer(EpochLoop):
     def _native_supported(self) -> tuple[bool, str]:
         if self.device.type != "cpu":
             return False, f"the native kernel runs on the CPU, not {self.device}"
-        if type(self.criterion) is not nn.MSELoss or self.criterion.reduction != "mean":
-            return False, "the native kernel implements MSELoss(reduction='mean') only"
+        if self._native_class_weights() is None and (
+            type(self.criterion) is not nn.MSELoss or self.criterion.reduction != "mean"
+        ):
+            return False, (
+                "the native kernel implements MSELoss(reduction='mean') and class-weighted "
+                "cross-entropy only"
+            )
         try:
             from . import native
         except ImportError as exc:
@@ -250,6 +255,13 @@ class StatefulTrainer(EpochLoop):
             state_reset=self.state_reset,
             clip_grad_norm=self.clip_grad_norm,
         )
+
+    def _native_class_weights(self) -> np.ndarray | None:
+        """The class weights of a per-step cross-entropy criterion the native kernel runs
+        (one that declares ``native_loss = "cross_entropy"`` and holds ``weight``), else None."""
+        if getattr(self.criterion, "native_loss", None) != "cross_entropy":
+            return None
+        return self.criterion.weight.detach().cpu().numpy().astype(np.float32)
 
     # ---------------------------------------------------------------- one epoch
     def train_epoch(self, epoch: int) -> float:
@@ -350,6 +362,7 @@ class StatefulTrainer(EpochLoop):
             state_reset=self.state_reset,
             clip_grad_norm=self.clip_grad_norm,
             max_bad_steps=self.max_bad_steps,
+            class_weights=self._native_class_weights(),
         )
         h_norm, c_norm = res.state_norms
         return EpochStats(

@@ -58,6 +58,8 @@ class StepCrossEntropy(nn.Module):
     """Class-weighted cross-entropy of per-step logits (..., K) against class indices stored
     as floats (...,): the trainer's criterion(out, y) for classification, any batch shape."""
 
+    native_loss = "cross_entropy"  # the native kernel runs this loss (with `weight`)
+
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("weight", weight)
