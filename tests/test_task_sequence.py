@@ -230,6 +230,8 @@ def test_classification_run_with_class_weights_and_prevalence_baseline(tmp_path,
     for key in ("precision_up", "recall_down", "f1_up", "auc_pr", "auc_roc", "balanced_accuracy"):
         assert 0.0 <= test[key] <= 1.0
     assert metrics["baseline"]["test"]["prevalence_auc_roc"] == pytest.approx(0.5)
+    # the memoryless logistic regression on the current inputs: sign(ax) decides the label
+    assert metrics["baseline"]["test"]["logistic_balanced_accuracy"] > 0.9
     ckpt = torch.load(tmp_path / "run" / "best_model.pth", weights_only=True)
     assert ckpt["sequence"]["classes"] == ["down", "up"]
     assert len(ckpt["sequence"]["class_weights"]) == 2
@@ -272,6 +274,11 @@ def test_workflow_end_to_end_on_a_users_csv(tmp_path):
         "baseline_test_persistence_mse_load",
     } <= set(summary.columns)
     assert (res / "plots" / "rec" / "predictions.png").read_bytes().startswith(b"\x89PNG")
+    from statetrain.tasks.sequence.tables import table
+
+    rows = table(res / "sweep" / "summary.csv").splitlines()
+    models = [r.split("|")[3].strip(" *") for r in rows if r.startswith("| `rec` | load |")]
+    assert models == ["LSTM", "persistence", "ar"]
     assert json.loads((res / "data" / "rec" / "train.validation.json").read_text())["streams"] == 2
 
 

@@ -33,6 +33,18 @@ log = logging.getLogger("statetrain")
 
 STATE_RESETS = ("epoch", "stream")
 
+
+def make_loss(name: str) -> nn.Module:
+    """The per-step regression loss of `training.loss` (mse, l1, huber, smooth_l1)."""
+    losses = {
+        "mse": nn.MSELoss,
+        "l1": nn.L1Loss,
+        "huber": nn.HuberLoss,
+        "smooth_l1": nn.SmoothL1Loss,
+    }
+    return losses[name]()
+
+
 __all__ = [
     "EpochLoop",
     "Split",

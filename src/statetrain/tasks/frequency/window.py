@@ -49,6 +49,14 @@ class WindowCurriculum:
     held: int = 0  # current streak (state)
     base_lr: float = field(default=0.0)
 
+    @classmethod
+    def from_config(
+        cls, window: Mapping[str, Any], seed: int, spec: Mapping[str, Any] | None = None
+    ) -> WindowCurriculum:
+        """The curriculum of a validated `training.window` section (every task builds it so)."""
+        keys = ("first", "growth", "streak", "threshold", "draws", "iterations", "lr_floor")
+        return cls(**{k: window[k] for k in keys}, seed=int(seed), spec=spec)
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {"window": self.window, "held": self.held, "base_lr": self.base_lr}

@@ -223,6 +223,7 @@ class SequenceTask(BatchTask):
     def _criterion(self, train: Any) -> tuple[Any, np.ndarray | None]:
         import torch
 
+        from ..frequency.trainer import make_loss
         from .metrics import class_weights
         from .trainer import StepCrossEntropy
 
@@ -230,13 +231,7 @@ class SequenceTask(BatchTask):
             weights = class_weights(train.ahead(), len(self.classes))
             log.info("class weights from the training split: %s", np.round(weights, 4).tolist())
             return StepCrossEntropy(torch.tensor(weights, dtype=torch.float32)), weights
-        losses = {
-            "mse": torch.nn.MSELoss,
-            "l1": torch.nn.L1Loss,
-            "huber": torch.nn.HuberLoss,
-            "smooth_l1": torch.nn.SmoothL1Loss,
-        }
-        return losses[self.training["loss"]](), None
+        return make_loss(self.training["loss"]), None
 
     def build_trainer(
         self,
@@ -275,17 +270,8 @@ class SequenceTask(BatchTask):
                     f"first window training.window.first = {w['first']}.",
                     "Lower training.window.first, or drop the short streams.",
                 )
-            window = WindowCurriculum(
-                first=w["first"],
-                growth=w["growth"],
-                streak=w["streak"],
-                threshold=w["threshold"],
-                draws=w["draws"],
-                iterations=w["iterations"],
-                lr_floor=w["lr_floor"],
-                seed=int(training["seed"]),
-                spec=None,  # windows of the training file
-            )
+            # windows of the training file (spec None: no generator to draw fresh noise from)
+            window = WindowCurriculum.from_config(w, training["seed"], spec=None)
         return SequenceTrainer(
             model,
             train,

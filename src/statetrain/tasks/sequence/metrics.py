@@ -14,7 +14,9 @@ on exactly the rows the model is scored on:
   squares on the training split (missing lags at a stream start: the training mean);
 * seasonal: seasonal naive, y(t + h − m·k) for the config's period m (k the smallest that
   reaches a known value), when `data.period` is given;
-* prevalence (classification): every step predicted with the training split's class shares.
+* prevalence (classification): every step predicted with the training split's class shares;
+* logistic (classification): a logistic regression on the current step's inputs alone (no
+  memory), fitted on the training split with balanced class weights.
 """
 
 from __future__ import annotations
@@ -167,6 +169,21 @@ def regression_baselines(
     return out
 
 
+def stateless_classifier(train: SeriesTable, table: SeriesTable, k: int) -> np.ndarray:
+    """Class probabilities (rows scored, K) of a multinomial logistic regression on the
+    current step's inputs alone, fitted on the training split with balanced class weights:
+    what the label is without any memory, so the LSTM's state has to earn its keep."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, std = train.x.mean(axis=0), train.x.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    fit = LogisticRegression(max_iter=2000, class_weight="balanced")
+    fit.fit((train.x[train.scored_rows()] - mean) / std, train.ahead())
+    probs = np.zeros((len(table.scored_rows()), k))
+    probs[:, fit.classes_] = fit.predict_proba((table.x[table.scored_rows()] - mean) / std)
+    return probs
+
+
 def baseline_scores(
     train: SeriesTable,
     table: SeriesTable,
@@ -179,9 +196,13 @@ def baseline_scores(
         k = len(classes or [])
         prevalence = np.bincount(train.ahead(), minlength=k) / len(train.ahead())
         labels = table.ahead()
-        probs = np.tile(prevalence, (len(labels), 1))
-        for key, value in classification_metrics(labels, probs, classes).items():
-            scores[f"prevalence_{key}"] = value
+        probs = {
+            "prevalence": np.tile(prevalence, (len(labels), 1)),
+            "logistic": stateless_classifier(train, table, k),
+        }
+        for name, p in probs.items():
+            for key, value in classification_metrics(labels, p, classes).items():
+                scores[f"{name}_{key}"] = value
         return scores
     truth = table.ahead()
     preds = regression_baselines(
