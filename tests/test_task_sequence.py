@@ -242,6 +242,19 @@ def test_classification_run_with_class_weights_and_prevalence_baseline(tmp_path,
     assert out["columns"] == ["probability_up"] and probs.between(0, 1).all()
 
 
+def test_window_training_runs_on_a_users_streams(tmp_path, csv, monkeypatch):
+    """Whole-window BPTT from each stream's start (windows of the training file), two targets
+    and a horizon; the window longer than a stream is refused before training."""
+    monkeypatch.chdir(tmp_path)
+    cfg = config(tmp_path, csv, targets=["load", "ay"], horizon=2)
+    prepare_data(cfg, "mine")
+    window = {**cfg["training"]["window"], "first": 30, "iterations": 3}
+    metrics = train_one(cfg, tmp_path, mode="window", window=window, epochs=1)
+    assert metrics["engine"] == "torch" and np.isfinite(metrics["test"]["overall"]["mse_ay"])
+    with pytest.raises(DatasetError, match="fewer than the first window"):
+        train_one(cfg, tmp_path, "long", mode="window", window={**window, "first": 500})
+
+
 def test_baselines_are_exact_on_series_they_model(tmp_path):
     """Persistence is perfect on a step-held series; AR(1) on a noiseless geometric decay."""
     t = np.arange(60)
@@ -319,6 +332,12 @@ def test_real_multichannel_recording_trains_natively_exact_to_the_reference_loop
     b = torch.load(tmp_path / "torch" / "best_model.pth", weights_only=True)
     for key, value in b["model_state_dict"].items():
         assert torch.allclose(a["model_state_dict"][key], value, rtol=1e-5, atol=1e-5), key
+    # resumed from last.pth after one epoch: the weights of the uninterrupted two-epoch run
+    train_one(cfg, tmp_path, "resumed", engine="native", epochs=1)
+    train_one(cfg, tmp_path, "resumed", engine="native")
+    c = torch.load(tmp_path / "resumed" / "best_model.pth", weights_only=True)
+    for key, value in a["model_state_dict"].items():
+        assert torch.equal(c["model_state_dict"][key], value), key
     for key in ("rmse_Consumption", "r2_Income", "seasonal_mae_Income"):
         where = native_run["baseline"] if key.startswith("seasonal") else native_run
         assert np.isfinite(
