@@ -255,6 +255,16 @@ def test_window_training_runs_on_a_users_streams(tmp_path, csv, monkeypatch):
         train_one(cfg, tmp_path, "long", mode="window", window={**window, "first": 500})
 
 
+def test_engine_auto_falls_back_to_the_reference_loop_loudly(tmp_path, prepared, caplog):
+    """A loss the native kernel does not implement (L1) runs the torch reference loop, with a
+    warning that says why; MSE runs natively."""
+    with caplog.at_level("WARNING", logger="statetrain"):
+        metrics = train_one(prepared, tmp_path, "l1", engine="auto", loss="l1", epochs=1)
+    assert metrics["engine"] == "torch"
+    assert any("reference loop" in r.message and "MSELoss" in r.message for r in caplog.records)
+    assert train_one(prepared, tmp_path, "mse", engine="auto", epochs=1)["engine"] == "native"
+
+
 def test_baselines_are_exact_on_series_they_model(tmp_path):
     """Persistence is perfect on a step-held series; AR(1) on a noiseless geometric decay."""
     t = np.arange(60)
