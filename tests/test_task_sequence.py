@@ -206,6 +206,32 @@ def test_regression_run_scores_model_and_baselines_and_predicts_every_row(tmp_pa
     assert out["rows"] == len(pd.read_csv(paths["test"])) and out["columns"] == ["load_t+1"]
 
 
+def test_onnx_export_takes_raw_inputs_and_matches_pytorch(tmp_path, prepared):
+    """The exported step folds the normalisation in: stepped through onnxruntime over the test
+    split it reproduces PyTorch, and its outputs are the predictions `statetrain predict`
+    writes, in the target's units."""
+    import onnxruntime
+
+    from statetrain.export import export_checkpoint
+
+    train_one(prepared, tmp_path)
+    test = split_paths(prepared, "mine")["test"]
+    ckpt = tmp_path / "run" / "best_model.pth"
+    report = export_checkpoint(ckpt, tmp_path / "m.onnx", test, report_path=tmp_path / "r.json")
+    assert report["passed"] and report["rows"] == 80 and report["output_size"] == 1
+    assert export_checkpoint(ckpt, tmp_path / "probe.onnx")["passed"]  # random probe
+    predict_checkpoint(ckpt, test, tmp_path / "p.csv")
+    sess = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    x = pd.read_csv(test)[["ax", "ay"]].to_numpy(np.float32)
+    h = c = np.zeros((1, 1, 6), np.float32)
+    first = []
+    for row in x[:5]:
+        y, h, c = sess.run(None, {"x": row.reshape(1, 1, 2), "h0": h, "c0": c})
+        first.append(y[0, 0, 0])
+    expected = pd.read_csv(tmp_path / "p.csv")["load_t+1"].to_numpy()[:5]
+    assert np.allclose(first, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_same_seed_same_weights_and_resume_equals_an_uninterrupted_run(tmp_path, prepared):
     train_one(prepared, tmp_path, "a", epochs=3)
     train_one(prepared, tmp_path, "b", epochs=3)

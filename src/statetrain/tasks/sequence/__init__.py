@@ -416,6 +416,20 @@ class SequenceTask(BatchTask):
         suffix = f"_t+{h}" if h else ""
         return {f"{t}{suffix}": pred[:, j] for j, t in enumerate(self.columns.targets)}
 
+    # ---------------------------------------------------------------- ONNX
+    def onnx_graph(self, model: Any) -> Any:
+        """One step, raw inputs in, the targets' units (or probabilities) out."""
+        from .export import onnx_graph
+
+        return onnx_graph(model, self.objective == "classification")
+
+    def check_onnx(self, session: Any, model: Any, split: Any, tolerance: float) -> dict[str, Any]:
+        """The split's rows (or a random probe) through onnxruntime step by step."""
+        from .export import check, probe
+
+        x, starts = probe(model) if split is None else (split.x, split.starts)
+        return check(session, model, x, starts, self.objective == "classification", tolerance)
+
     # ---------------------------------------------------------------- figures
     def prepare(self, train: Any) -> None:
         """Nothing to prepare: normalisation lives in the model, classes in the task."""
