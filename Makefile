@@ -11,7 +11,7 @@ help:
 	@echo "make run    - set up .venv, run the default workflow (snakemake --cores $(CORES)), write the report"
 	@echo "make test   - set up .venv, run the whole test suite"
 	@echo "make quick  - the tiny end-to-end workflow (config/quick.yaml) into results/quick/"
-	@echo "make bench  - reference loop vs native engine, written to results/bench/bench.json"
+	@echo "make bench  - reference loop vs native engine (results/bench/bench.json), planning a 10,000-point grid (dag.json)"
 	@echo "make lint   - ruff, snakefmt --check, snakemake --lint"
 
 $(STAMP):
@@ -40,6 +40,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --out results/bench/bench.json
+	$(BIN)/python scripts/bench_dag.py --out results/bench/dag.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src scripts tests

@@ -48,7 +48,6 @@ localrules:
     select_checkpoint,
     combine_experts,
     summarize_sweep,
-    plot_loss_curves,
     plot_sweep_curves,
     export_onnx,
 

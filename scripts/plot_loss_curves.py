@@ -1,4 +1,5 @@
-"""Rules plot_loss_curves and plot_sweep_curves: online loss vs frozen validation MSE.
+"""Rule plot_sweep_curves: every grid point's frozen validation curve on one dataset. By hand
+also one run's online loss vs frozen validation (each train job draws its own loss_curves.png).
 
 By hand:
   python scripts/plot_loss_curves.py --out curves.png \

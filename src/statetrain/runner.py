@@ -42,7 +42,13 @@ log = logging.getLogger("statetrain")
 
 __all__ = ["load_model", "run", "run_lock"]
 
-RUN_FILES = ("best_model.pth", "metrics.json", "training_history.json", "history.csv")
+RUN_FILES = (
+    "best_model.pth",
+    "metrics.json",
+    "training_history.json",
+    "history.csv",
+    "loss_curves.png",
+)
 
 
 class Interrupted(Exception):
@@ -154,7 +160,8 @@ def run(
 
     `spec` is the dataset scenario, `training` the validated training section of one grid
     point, `paths` the train/validation/test split files. Writes best_model.pth,
-    training_history.json, history.csv and metrics.json (the declared outputs) at the end,
+    training_history.json, history.csv, loss_curves.png and metrics.json (the declared
+    outputs) at the end,
     and last.pth (the resumable state) after every epoch.
     """
     from .tasks import get_task
@@ -284,6 +291,12 @@ def _finish(
     }
     trainer.save_checkpoint(out_dir, "best_model.pth", best_only=True)
     write_json(trainer.history, out_dir / "training_history.json")
+    # The run's loss curves are drawn here, not by a job of their own: one job per grid point
+    # instead of two keeps a 10,000-point sweep's plan (and its cluster queue) half as long.
+    from .plots import loss_curves
+
+    title = "/".join(str(v) for v in (labels or {}).values()) or out_dir.name
+    loss_curves(trainer.history, out_dir / "loss_curves.png", title)
     write_json(metrics, out_dir / "metrics.json")
     return metrics
 

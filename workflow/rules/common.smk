@@ -80,17 +80,39 @@ def train_inputs(wildcards):
     return files
 
 
+# Each grid point by its wildcard values, and each (dataset, point)'s training section, built
+# once: the input functions run several times per job, and a 10,000-point grid must plan in
+# seconds (Paramspace.instance and schema validation per call took most of a minute).
+GRID_KEYS = list(GRID.columns)
+POINT_BY_VALUES = {}
+for pattern, point in zip(GRID.instance_patterns, POINTS):
+    values = dict(part.split("~", 1) for part in pattern.split("/"))
+    POINT_BY_VALUES[tuple(values[k] for k in GRID_KEYS)] = {
+        k: point.get(k) for k in GRID_KEYS
+    }
+TRAINING_SECTIONS = {}
+
+
 def grid_point(wildcards):
-    """The grid point of a train job, values cast back to plain Python types."""
-    point = {}
-    for key, value in GRID.instance(wildcards).items():
-        value = value.item() if hasattr(value, "item") else value
-        point[key] = None if isinstance(value, float) and value != value else value
-    return point
+    """The grid point of a train job, as the config wrote its values (a scenario's own seed,
+    outside the grid's table, is cast back from its wildcard by Paramspace)."""
+    key = tuple(wildcards[k] for k in GRID_KEYS)
+    if key not in POINT_BY_VALUES:
+        point = {}
+        for name, value in GRID.instance(wildcards).items():
+            value = value.item() if hasattr(value, "item") else value
+            point[name] = None if isinstance(value, float) and value != value else value
+        POINT_BY_VALUES[key] = point
+    return POINT_BY_VALUES[key]
 
 
 def train_params(wildcards):
-    return stconfig.training_config(config, grid_point(wildcards), wildcards.dataset)
+    key = (wildcards.dataset, *(wildcards[k] for k in GRID_KEYS))
+    if key not in TRAINING_SECTIONS:
+        TRAINING_SECTIONS[key] = stconfig.training_config(
+            config, grid_point(wildcards), wildcards.dataset, check=False
+        )  # validate_config has checked every point of every dataset
+    return TRAINING_SECTIONS[key]
 
 
 def run_labels(wildcards):

@@ -1,28 +1,3 @@
-rule plot_loss_curves:
-    input:
-        f"{RUNS}/training_history.json",
-    output:
-        report(
-            f"{RUNS}/loss_curves.png",
-            caption="../report/loss_curves.rst",
-            category="Loss curves",
-            subcategory="{dataset}",
-            labels=lambda wildcards: {
-                "grid point": run_labels(wildcards)["grid_point"]
-            },
-        ),
-    log:
-        f"{LOGS}/plot_loss_curves/{{dataset}}/{GRID.wildcard_pattern}.log",
-    conda:
-        "../envs/statetrain.yaml"
-    params:
-        names=lambda wildcards: [run_labels(wildcards)["grid_point"]],
-        title=lambda wildcards: f"{wildcards.dataset}, {run_labels(wildcards)['grid_point']}",
-        monitor="per-run",
-    script:
-        "../../scripts/plot_loss_curves.py"
-
-
 rule plot_sweep_curves:
     input:
         sweep_histories,

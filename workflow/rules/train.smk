@@ -9,6 +9,13 @@ rule train:
         history=f"{RUNS}/training_history.json",
         csv=f"{RUNS}/history.csv",
         metrics=f"{RUNS}/metrics.json",
+        curves=report(
+            f"{RUNS}/loss_curves.png",
+            caption="../report/loss_curves.rst",
+            category="Loss curves",
+            subcategory="{dataset}",
+            labels=run_labels,
+        ),
     log:
         f"{LOGS}/train/{{dataset}}/{GRID.wildcard_pattern}.log",
     conda:
