@@ -275,3 +275,36 @@ def test_configfile_follows_snakemakes_documented_rules(tmp_path):
     assert bare.returncode != 0
     said = bare.stdout + bare.stderr  # snakemake prints parse errors on stdout
     assert "no configuration" in said and "--configfile config/config.yaml" in said
+
+
+@pytest.mark.workflow
+def test_statetrain_as_a_snakemake_module_of_another_workflow(tmp_path):
+    """Another workflow imports statetrain with `module` and `use rule *` (README, "Using
+    statetrain from your own workflow"): it plans, runs config/quick.yaml, and the outputs
+    land in its own working directory."""
+    (tmp_path / "quick.yaml").write_text(QUICK.read_text())
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "quick.yaml"\n\n\n'
+        "module statetrain:\n"
+        f'    snakefile:\n        "{ROOT / "Snakefile"}"\n'
+        "    config:\n        config\n\n\n"
+        "use rule * from statetrain as statetrain_*\n\n\n"
+        "rule all:\n    default_target: True\n    input:\n"
+        "        rules.statetrain_all.input,\n"
+    )
+
+    def outer(*args: str) -> subprocess.CompletedProcess:
+        cmd = [PYTHON, "-m", "snakemake", "--cores", "2", *args]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+    dry = outer("-n", "--quiet", "rules")
+    assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
+    assert re.search(r"statetrain_train\s+\d+", dry.stdout), dry.stdout
+    done = outer()
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    cfg = load_config(QUICK)
+    for dataset in cfg["datasets"]:
+        metrics = json.loads(
+            (tmp_path / "results/quick/best" / dataset / "metrics.json").read_text()
+        )
+        assert metrics["selected"] in {grid_point_name(p) for p in grid_points(cfg)}
