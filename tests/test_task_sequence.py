@@ -204,6 +204,14 @@ def test_regression_run_scores_model_and_baselines_and_predicts_every_row(tmp_pa
     assert again["overall"]["mse_load"] == pytest.approx(test["mse_load"], rel=1e-6)
     out = predict_checkpoint(tmp_path / "run" / "best_model.pth", paths["test"], tmp_path / "p.csv")
     assert out["rows"] == len(pd.read_csv(paths["test"])) and out["columns"] == ["load_t+1"]
+    # A new file in another format the task reads (Parquet, without the target column)
+    # predicts the same rows the same way.
+    frame = pd.read_csv(paths["test"])
+    frame.drop(columns=["load"]).to_parquet(tmp_path / "new.parquet")
+    predict_checkpoint(
+        tmp_path / "run" / "best_model.pth", tmp_path / "new.parquet", tmp_path / "q.csv"
+    )
+    assert (tmp_path / "q.csv").read_text() == (tmp_path / "p.csv").read_text()
 
 
 def test_onnx_export_takes_raw_inputs_and_matches_pytorch(tmp_path, prepared):

@@ -234,3 +234,25 @@ def test_classifier_run_beats_the_positive_rate(tmp_path):
     ):
         assert key in history and all(math.isfinite(v) for v in history[key]), key
     assert metrics["best_epoch"] == 1 + int(np.argmax(history["val_auc_pr"]))
+
+
+@pytest.mark.parametrize(
+    ("extra", "panels"),
+    [
+        ({"val_r2_load": [0.1, 0.5], "val_mse_load": [0.9, 0.5]}, 2),  # sequence regression
+        ({"val_auc_pr": [0.2, 0.4], "val_accuracy": [0.6, 0.7]}, 2),  # classifier
+        ({"val_mse_load": [0.9, 0.5]}, 1),  # nothing bounded to draw: no empty second panel
+    ],
+)
+def test_batch_loss_curves_draw_the_metrics_a_task_logs(monkeypatch, tmp_path, extra, panels):
+    from statetrain import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig))
+    history = {"epoch": [1, 2], "train_loss": [1.0, 0.8], "val_loss": [1.1, 0.9], **extra}
+    plots.loss_curves(history, tmp_path / "c.png")
+    (fig,) = drawn
+    assert len(fig.axes) == panels
+    if panels == 2:
+        curves = {line.get_label() for line in fig.axes[1].get_lines()}
+        assert curves == {k.removeprefix("val_") for k in extra if "mse" not in k}

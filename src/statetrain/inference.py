@@ -28,15 +28,15 @@ def task_and_split(ckpt: dict, data: str | Path) -> tuple[Any, Any]:
     """The checkpoint's task and the split file read and checked by it."""
     task_name = ckpt.get("task", "frequency")
     task = task_class(task_name).from_checkpoint(ckpt)
-    want = f".{task.split_suffix}"
-    if Path(data).suffix != want:
+    wanted = [f".{x}" for x in task.data_suffixes or (task.split_suffix,)]
+    if Path(data).suffix.lower() not in wanted:
         raise DatasetError(
             data,
             "format",
-            f"a {task_name}-task checkpoint reads {want} split files, and this file is "
-            f"'{Path(data).suffix or 'without suffix'}'.",
+            f"a {task_name}-task checkpoint reads {' or '.join(wanted)} files, and this file "
+            f"is '{Path(data).suffix or 'without suffix'}'.",
             "Pass a split of the checkpoint's task (the workflow writes them under "
-            f"results/data/<dataset>/<split>{want}).",
+            f"results/data/<dataset>/<split>.{task.split_suffix}).",
         )
     return task, task.read_split(data)
 

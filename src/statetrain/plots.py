@@ -58,28 +58,43 @@ def loss_curves(history: Mapping[str, list], path: str | Path, title: str = "") 
     save_figure(fig, path)
 
 
+# Frozen validation metrics worth a curve (bounded or comparable across epochs), by name or
+# as the prefix of a per-target / per-class key (r2_load, f1_walking).
+CURVE_METRICS = ("auc", "auc_pr", "auc_roc", "f1", "macro_f1", "accuracy", "balanced_accuracy")
+CURVE_METRICS += ("recon", "kl", "r2")
+
+
 def _batch_curves(history: Mapping[str, list], path: str | Path, title: str = "") -> None:
-    """A batch task: training vs frozen validation loss, and the validation metrics."""
+    """Training vs frozen validation loss, and the validation metrics when the task logs any
+    (a second panel only then: an empty axis says nothing)."""
     epochs = history.get("epoch") or list(range(1, len(history["train_loss"]) + 1))
-    metrics = [
-        k
-        for k in sorted(history)
-        if k.startswith("val_")
-        and k != "val_loss"
-        and isinstance(history[k][0], float)
-        and k.removeprefix("val_") in ("auc", "auc_pr", "auc_roc", "f1", "recon", "kl")
-    ]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    axes[0].plot(epochs, history["train_loss"], "o-", ms=3, label="training loss (noisy inputs)")
+
+    def plotted(key: str) -> bool:
+        name, values = key.removeprefix("val_"), history[key]
+        numeric = bool(values) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        )
+        return (
+            key.startswith("val_")
+            and key != "val_loss"
+            and numeric
+            and any(name == m or name.startswith(m + "_") for m in CURVE_METRICS)
+        )
+
+    metrics = [k for k in sorted(history) if plotted(k)][:8]
+    fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(11 if metrics else 6, 4))
+    axes = list(axes) if metrics else [axes]
+    axes[0].plot(epochs, history["train_loss"], "o-", ms=3, label="training loss (online)")
     axes[0].plot(epochs, history["val_loss"], "s-", ms=3, label="frozen validation loss")
     axes[0].set_xlabel("epoch")
     axes[0].set_ylabel("loss")
     axes[0].legend(fontsize=8)
     for key in metrics:
         axes[1].plot(epochs, history[key], "o-", ms=3, label=key.removeprefix("val_"))
-    axes[1].set_xlabel("epoch")
-    axes[1].set_ylabel("frozen validation metric")
-    axes[1].legend(fontsize=8)
+    if metrics:
+        axes[1].set_xlabel("epoch")
+        axes[1].set_ylabel("frozen validation metric")
+        axes[1].legend(fontsize=8)
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

@@ -53,6 +53,9 @@ class Task:
     mode: ClassVar[str] = "min"
     # The figure files the task's plot rule writes per dataset (names only).
     figures: ClassVar[tuple[str, ...]] = ()
+    # The data files `statetrain evaluate/predict/export` accept (by suffix); empty: the split
+    # files' own suffix only.
+    data_suffixes: ClassVar[tuple[str, ...]] = ()
     # Trained one time step at a time with the state carried (the reference loop, TBPTT,
     # window training): the stateful training keys (tbptt_steps, engine, ...) are part of its
     # runs' identity, the mini-batch keys (batch_size, ...) are not; the reverse otherwise.

@@ -44,8 +44,7 @@ class SequenceTask(BatchTask):
     mode: ClassVar[str] = "min"
     figures: ClassVar[tuple[str, ...]] = ("predictions.png",)
     split_suffix: ClassVar[str] = "csv"
-    # Every format read_split reads (a new file for `statetrain predict` may be any of them;
-    # statetrain.inference checks the suffix against split_suffix only, so far).
+    # Every format read_split reads: a new file for `statetrain predict` may be any of them.
     data_suffixes: ClassVar[tuple[str, ...]] = ("csv", "parquet", "pq", "npy")
     stateful: ClassVar[bool] = True
 
