@@ -140,3 +140,11 @@ def test_run_identity_keeps_the_keys_each_kind_of_task_reads():
         one = identity(base, ["d"], task)
         assert identity({**base, reads: 7}, ["d"], task) != one, (task, reads)
         assert identity({**base, ignores: 7}, ["d"], task) == one, (task, ignores)
+
+
+def test_mlflow_experiment_defaults_to_the_configs_experiment():
+    assert validate_config({})["logging"]["mlflow_experiment"] == "statetrain"
+    named = validate_config({"experiment": "ucr_rerun"})
+    assert named["logging"]["mlflow_experiment"] == "ucr_rerun"
+    mine = validate_config({"experiment": "x", "logging": {"mlflow_experiment": "mine"}})
+    assert mine["logging"]["mlflow_experiment"] == "mine"

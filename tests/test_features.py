@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -315,3 +317,39 @@ def test_device_selection():
         expected = "mps"
     assert get_device("auto").type == expected
     assert get_device("cpu").type == "cpu"
+
+
+def test_parallel_jobs_share_a_new_sqlite_store_safely(tmp_path):
+    """Four jobs of a grid start at once on a store that does not exist yet (a cluster's first
+    wave): every run is recorded, none fails in MLflow's schema migration."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    job = (
+        "import sys\n"
+        "from statetrain.callbacks import MLflowLogger\n"
+        "class T:\n"
+        "    tracking = {}\n"
+        "    history = {}\n"
+        "t = T()\n"
+        "logger = MLflowLogger(sys.argv[1], 'grid', 'run' + sys.argv[2], {'lr': 0.1})\n"
+        "logger.on_train_begin(t)\n"
+        "for epoch in range(1, 21):\n"
+        "    logger.on_epoch_end(t, epoch, {'epoch': epoch, 'val_mse': 1.0 / epoch})\n"
+        "logger.on_train_end(t)\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", job, uri, str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, "\n".join(o[-1500:] for o in outputs)
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["grid"])
+    assert sorted(runs["tags.mlflow.runName"]) == [f"run{i}" for i in range(4)]
+    assert set(runs["status"]) == {"FINISHED"} and set(runs["metrics.val_mse"]) == {0.05}

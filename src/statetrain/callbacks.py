@@ -9,11 +9,13 @@ history, so a resumed run behaves exactly as an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import logging
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -224,6 +226,22 @@ class TensorBoardLogger(Callback):
         self.writer.close()
 
 
+@contextmanager
+def _sqlite_setup_lock(tracking_uri: str) -> Iterator[None]:
+    """An exclusive lock on `<db>.lock` beside a sqlite tracking store (nothing for others)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class MLflowLogger(Callback):
     """One MLflow run per training run: params and tags from the config, metrics per epoch,
     the run's files and the model at the end.
@@ -262,8 +280,17 @@ class MLflowLogger(Callback):
     def on_train_begin(self, trainer: Any) -> None:
         import mlflow
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_experiment(self.experiment)
+        with _sqlite_setup_lock(self.tracking_uri):
+            # Parallel jobs (a grid on a cluster) opening a new sqlite store at once race in
+            # MLflow's schema migrations ("table runs already exists"): one at a time creates
+            # or migrates it, and opens its run; metrics are then written concurrently.
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_experiment(self.experiment)
+            self._start(trainer)
+
+    def _start(self, trainer: Any) -> None:
+        import mlflow
+
         previous = trainer.tracking.get("mlflow_run_id")
         if self._existing(previous):
             mlflow.start_run(run_id=previous)

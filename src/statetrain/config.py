@@ -256,6 +256,8 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
             f"Invalid configuration:\n  {lines}\n"
             "Fix the key(s) above in your config file; config/README.md documents every key."
         )
+    if cfg["logging"]["mlflow_experiment"] is None:  # one MLflow experiment per config
+        cfg["logging"]["mlflow_experiment"] = cfg["experiment"] or "statetrain"
     for name in cfg["datasets"]:
         cfg["datasets"][name] = cfg["datasets"][name] or {}
         dataset_spec(cfg, name)  # parse every scenario now: a bad one fails before any job

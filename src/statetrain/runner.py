@@ -341,7 +341,7 @@ def make_loggers(
         tags = {f"statetrain.{k}": v for k, v in labels.items()}
         loggers.append(
             MLflowLogger(
-                uri, logging_cfg.get("mlflow_experiment", "statetrain"), name, params, tags
+                uri, logging_cfg.get("mlflow_experiment") or "statetrain", name, params, tags
             )
         )
     return loggers
