@@ -38,6 +38,7 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from statetrain.io import write_json
+from statetrain.scripting import cpu_model
 from statetrain.tasks.frequency import native
 from statetrain.tasks.frequency.model import FrequencyLSTM
 
@@ -152,16 +153,6 @@ def time_native(data: np.ndarray, hidden: int, epochs: int) -> dict:
         "torch_forward_s_median": statistics.median(torch_eval_times),
         "evaluate_max_abs_diff_vs_torch": float(np.abs(pred - expected[0].numpy()).max()),
     }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from statetrain.scripting import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -38,16 +40,6 @@ def grid_config(points: int) -> dict:
         "seed": list(range(seeds)),
     }
     return cfg
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -102,3 +102,17 @@ def _segment_value(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "NA"
     return str(value)
+
+
+def cpu_model() -> str:
+    """The CPU's model name, recorded beside every benchmark figure (timings and, for chaotic
+    training, results depend on it)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"

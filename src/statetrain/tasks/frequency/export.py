@@ -89,14 +89,21 @@ def _state_shape(model: nn.Module) -> tuple[int, int, int]:
     return int(model.input_size), layers * len(experts), hidden
 
 
-def onnx_graph(model: nn.Module) -> OnnxGraph:
-    """One step of a FrequencyLSTM or ExpertLSTM: (x, h0, c0) -> (y, h1, c1), dynamic batch."""
-    input_size, layers, hidden = _state_shape(model)
+def step_graph(
+    module: nn.Module,
+    input_size: int,
+    layers: int,
+    hidden: int,
+    doc: str,
+    description: Mapping[str, Any],
+) -> OnnxGraph:
+    """One step of a stateful model, (x, h0, c0) -> (y, h1, c1), batch dynamic: the I/O every
+    stateful task exports (its module decides what x and y mean)."""
     batch = 2  # a dummy batch of 2, not 1, so that no size-1 dimension is specialised
     dynamic = {"x": {0: "batch"}, "y": {0: "batch"}}
     dynamic.update({name: {1: "batch"} for name in ("h0", "c0", "h1", "c1")})
     return OnnxGraph(
-        module=_Step(model),
+        module=module,
         example=(
             torch.zeros(batch, 1, input_size),
             torch.zeros(layers, batch, hidden),
@@ -105,6 +112,19 @@ def onnx_graph(model: nn.Module) -> OnnxGraph:
         inputs=INPUTS,
         outputs=OUTPUTS,
         dynamic_axes=dynamic,
+        doc=doc,
+        description=dict(description),
+    )
+
+
+def onnx_graph(model: nn.Module) -> OnnxGraph:
+    """One step of a FrequencyLSTM or ExpertLSTM: (x, h0, c0) -> (y, h1, c1), dynamic batch."""
+    input_size, layers, hidden = _state_shape(model)
+    return step_graph(
+        _Step(model),
+        input_size,
+        layers,
+        hidden,
         doc=(
             f"statetrain: one step of an LSTM ({layers} layer(s), hidden {hidden}) with "
             f"explicit state. Inputs x (B,1,{input_size}), h0 and c0 ({layers},B,{hidden}); "

@@ -22,9 +22,8 @@ import torch
 from torch import nn
 
 from ...export import OnnxGraph, compare_outputs
+from ..frequency.export import OUTPUTS, step_graph
 
-INPUTS = ("x", "h0", "c0")
-OUTPUTS = ("y", "h1", "c1")
 PROBE_STREAMS, PROBE_ROWS = 4, 100
 
 
@@ -52,20 +51,12 @@ def onnx_graph(model: nn.Module, classification: bool) -> OnnxGraph:
     """The traced step (dynamic batch) and its description."""
     layers, hidden = int(model.num_layers), int(model.hidden_size)
     inputs, outputs = int(model.input_size), int(model.output_size)
-    batch = 2
-    dynamic = {"x": {0: "batch"}, "y": {0: "batch"}}
-    dynamic.update({n: {1: "batch"} for n in ("h0", "c0", "h1", "c1")})
     what = "class probabilities" if classification else "predictions in the targets' units"
-    return OnnxGraph(
-        module=DeployedStep(model, classification),
-        example=(
-            torch.zeros(batch, 1, inputs),
-            torch.zeros(layers, batch, hidden),
-            torch.zeros(layers, batch, hidden),
-        ),
-        inputs=INPUTS,
-        outputs=OUTPUTS,
-        dynamic_axes=dynamic,
+    return step_graph(
+        DeployedStep(model, classification),
+        inputs,
+        layers,
+        hidden,
         doc=(
             f"statetrain sequence task: one step of an LSTM ({layers} layer(s), hidden "
             f"{hidden}) with explicit state and the training normalisation inside. Inputs x "
