@@ -9,11 +9,11 @@ from statetrain.config import (
     dataset_spec,
     grid_points,
     load_config,
-    parse_angle,
     training_config,
     validate_config,
 )
 from statetrain.scripting import grid_point_name
+from statetrain.tasks.frequency.validation import parse_angle
 
 from .conftest import ROOT
 

@@ -72,6 +72,22 @@ class Task:
         self.training = {**training_defaults(self.name), **dict(training or {})}
 
     # ---------------------------------------------------------------- data
+    @classmethod
+    def check_spec(cls, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """A scenario's values that the schema cannot check one key at a time (sums,
+        combinations); ConfigError naming dataset `name`, before any job. Returns the spec
+        (a task may normalise values, e.g. an angle given as 'pi/4')."""
+        from ..config import ConfigError
+
+        split = spec.get("split")
+        if isinstance(split, Mapping) and split.get("validation", 0) + split.get("test", 0) >= 0.9:
+            raise ConfigError(
+                f"dataset '{name}': split.validation + split.test = "
+                f"{split['validation'] + split['test']:.2f} leaves (almost) nothing to train "
+                "on; keep their sum below 0.9."
+            )
+        return spec
+
     def user_files(self) -> dict[str, str]:
         """Split files the user gives that are used as they are (no prepared copy)."""
         return {}

@@ -607,6 +607,14 @@ class ClassifierTask(BatchTask):
         return float(self.training["threshold"])
 
     # ------------------------------------------------------------------ data
+    @classmethod
+    def check_spec(cls, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        from ..config import ConfigError
+
+        if "labels_path" in spec and "path" not in spec:
+            raise ConfigError(f"dataset '{name}': labels_path is given without path; add path.")
+        return super().check_spec(name, spec)
+
     def _user_data(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """The training file (and the test file when given), checked whole, labels encoded
         with the classes of the training file."""

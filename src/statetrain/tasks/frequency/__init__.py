@@ -56,6 +56,12 @@ class FrequencyTask(Task):
         return self.spec
 
     # ---------------------------------------------------------------- data
+    @classmethod
+    def check_spec(cls, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        from .validation import check_scenario
+
+        return check_scenario(name, super().check_spec(name, spec))
+
     def user_files(self) -> dict[str, str]:
         return {
             s: self.spec[f"{s}_path"]

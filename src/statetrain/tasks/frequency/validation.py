@@ -4,11 +4,14 @@ with one paragraph: which check failed, where (row/column), what was found and e
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ...config import ConfigError, user_paths
 from ...validation import ACCEPTED_DTYPES, DatasetError, file_digest, load_array
 
 TARGET_EPS = 1e-3
@@ -152,3 +155,60 @@ def validate_dataset(
     )
     report["sha256"] = file_digest(path)
     return report
+
+
+# ------------------------------------------------------------------ the config's scenario
+MAX_STREAM_ROWS = 50_000_000  # rows of one generated stream (four streams × 4 bytes × 6 cols)
+
+_ANGLE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*\*\s*)?pi(?:\s*/\s*(\d+(?:\.\d+)?))?\s*$")
+
+
+def parse_angle(value: float | int | str) -> float:
+    """Radians from a number or from 'pi', 'pi/4', '3*pi/4' (YAML has no π literal)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = _ANGLE.match(str(value))
+    if not match:
+        raise ConfigError(
+            f"phase_jitter '{value}' is neither a number nor of the form 'pi', 'pi/4', '3*pi/4'."
+        )
+    factor = float(match.group(1) or 1.0)
+    divisor = float(match.group(2) or 1.0)
+    return factor * math.pi / divisor
+
+
+def check_scenario(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A frequency-task scenario's values that the schema cannot check one by one: the
+    phase noise as radians, an increasing amplitude range, streams that fit in memory, no
+    frequency at or above Nyquist, streams long enough, kept streams among the frequencies."""
+    spec["phase_jitter"] = parse_angle(spec["phase_jitter"])
+    lo, hi = spec["amplitude_range"]
+    if lo > hi:
+        raise ConfigError(f"dataset '{name}': amplitude_range [{lo}, {hi}] must be increasing.")
+    rows = round(spec["duration_s"] * spec["fs"])
+    if rows > MAX_STREAM_ROWS and not user_paths(spec):
+        raise ConfigError(
+            f"dataset '{name}': duration_s × fs = {rows:,} rows per stream, more than "
+            f"{MAX_STREAM_ROWS:,} (the generated splits would not fit in memory). Lower "
+            "duration_s or fs."
+        )
+    aliased = [f for f in spec["frequencies"] if f >= spec["fs"] / 2]
+    if aliased:
+        raise ConfigError(
+            f"dataset '{name}': frequencies {aliased} are at or above half the sampling rate "
+            f"fs/2 = {spec['fs'] / 2:g} Hz, so their samples alias to other frequencies. Raise "
+            "fs or drop those frequencies."
+        )
+    if rows < spec["min_stream_length"] and not user_paths(spec):
+        raise ConfigError(
+            f"dataset '{name}': duration_s × fs = {rows} rows per stream, fewer than "
+            f"min_stream_length = {spec['min_stream_length']}. Raise duration_s or lower "
+            "min_stream_length."
+        )
+    unknown = [f for f in spec.get("streams") or [] if f not in spec["frequencies"]]
+    if unknown:
+        raise ConfigError(
+            f"dataset '{name}': streams {unknown} are not among frequencies "
+            f"{spec['frequencies']}; list frequencies to keep, e.g. streams: [1]."
+        )
+    return spec
