@@ -28,6 +28,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/select.smk"
+include: "workflow/rules/assemble.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
 
@@ -47,6 +48,7 @@ localrules:
     validate_dataset,
     select_checkpoint,
     combine_experts,
+    assemble_experts,
     summarize_sweep,
     plot_sweep_curves,
     export_onnx,

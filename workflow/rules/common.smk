@@ -10,6 +10,7 @@ from statetrain.experiment import split_paths
 from statetrain.layout import Layout
 from statetrain.scripting import grid_point_name
 from statetrain.tasks import task_info
+from statetrain.tasks.frequency import recipe
 
 # Validate against workflow/schemas/config.schema.yaml, fill the defaults, fail before any job.
 _validated = stconfig.validate_config(config)
@@ -53,16 +54,34 @@ SPLIT_PATHS = {name: split_paths(config, name) for name in DATASETS}
 DATASET_RE = "|".join(re.escape(name) for name in DATASETS)
 EXPERTS_RE = "|".join(re.escape(name) for name in EXPERTS) or "(?!x)x"
 
+# Assemblies (frequency task): selected per-frequency experts placed block-diagonally into ONE
+# LSTM (rule assemble_experts), scored on the full splits like an `experts` combination; a
+# dataset's `training.init_from: <name>` then fine-tunes it (statetrain.tasks.frequency.recipe).
+ASSEMBLIES = {
+    name: recipe.assembly_options(config, name) for name in config["assemble"]
+}
+SPECS.update({name: recipe.assembly_spec(config, name) for name in ASSEMBLIES})
+ASSEMBLE_RE = "|".join(re.escape(name) for name in ASSEMBLIES) or "(?!x)x"
+# Per dataset, the checkpoint its runs start from (training.init_from resolved: a model's name
+# is its selected best_model.pth, built first), or None.
+INIT_FROM = {
+    name: recipe.init_from_path(
+        config, name, lambda model: f"{BEST.format(dataset=model)}/best_model.pth"
+    )
+    for name in DATASETS
+}
+
 
 wildcard_constraints:
     **{key: "[^/]+" for key in POINTS[0]},
-    dataset="|".join(re.escape(name) for name in [*DATASETS, *EXPERTS]),
+    dataset="|".join(re.escape(name) for name in [*DATASETS, *EXPERTS, *ASSEMBLIES]),
     split="train|validation|test",
 
 
 def split_file(dataset, split):
     """The user's file where the task trains on it as it is, else the prepared split."""
-    if dataset in EXPERTS:  # the combination is scored on its members' full splits
+    # a combination or an assembly is scored on its members' full splits
+    if dataset in EXPERTS or dataset in ASSEMBLIES:
         return f"{DATA.format(dataset=dataset)}/{split}.{DATA_EXT}"
     return SPLIT_PATHS[dataset][split]
 
@@ -77,6 +96,8 @@ def train_inputs(wildcards):
         files[f"{s}_report"] = (
             f"{DATA.format(dataset=wildcards.dataset)}/{s}.validation.json"
         )
+    if INIT_FROM[wildcards.dataset]:  # the weights a fresh run starts from
+        files["init"] = INIT_FROM[wildcards.dataset]
     return files
 
 
@@ -109,9 +130,12 @@ def grid_point(wildcards):
 def train_params(wildcards):
     key = (wildcards.dataset, *(wildcards[k] for k in GRID_KEYS))
     if key not in TRAINING_SECTIONS:
-        TRAINING_SECTIONS[key] = stconfig.training_config(
+        training = stconfig.training_config(
             config, grid_point(wildcards), wildcards.dataset, check=False
         )  # validate_config has checked every point of every dataset
+        if INIT_FROM[wildcards.dataset]:
+            training["init_from"] = INIT_FROM[wildcards.dataset]
+        TRAINING_SECTIONS[key] = training
     return TRAINING_SECTIONS[key]
 
 
@@ -143,13 +167,15 @@ def final_outputs():
     outputs = [f"{SWEEP}/summary.csv", f"{SWEEP}/headline.csv"]
     if not TASK.batch:
         outputs.append(f"{ROOT}/plots/learnability.png")
-    for dataset in EXPERTS:
+    for dataset in [*EXPERTS, *ASSEMBLIES]:
         outputs += [
             f"{BEST.format(dataset=dataset)}/best_model.pth",
             f"{PLOTS.format(dataset=dataset)}/graph1.png",
             f"{PLOTS.format(dataset=dataset)}/graph2.png",
         ]
-    for dataset in [*DATASETS, *EXPERTS] if config["export"]["onnx"] else []:
+    for dataset in (
+        [*DATASETS, *EXPERTS, *ASSEMBLIES] if config["export"]["onnx"] else []
+    ):
         outputs += [
             f"{BEST.format(dataset=dataset)}/model.onnx",
             f"{BEST.format(dataset=dataset)}/onnx_check.json",

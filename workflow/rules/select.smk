@@ -59,8 +59,10 @@ rule combine_experts:
 rule summarize_sweep:
     input:
         metrics=[f for dataset in DATASETS for f in run_files(dataset, "metrics.json")]
-        + expand(f"{BEST}/metrics.json", dataset=EXPERTS),
-        selections=expand(f"{BEST}/selection.json", dataset=[*DATASETS, *EXPERTS]),
+        + expand(f"{BEST}/metrics.json", dataset=[*EXPERTS, *ASSEMBLIES]),
+        selections=expand(
+            f"{BEST}/selection.json", dataset=[*DATASETS, *EXPERTS, *ASSEMBLIES]
+        ),
     output:
         report(
             f"{SWEEP}/summary.csv",

@@ -10,7 +10,9 @@ lives in this package:
 * `trainer.py`: StatefulTrainer, the reference loop (L = 1, state carried, detach per step;
   TBPTT k) and frozen prediction; `native.py`: its exact numba twin; `window.py`:
   whole-window training with its curriculum;
-* `experts.py`: per-frequency experts combined into one model;
+* `experts.py`: per-frequency experts combined into one model; `assemble.py`: experts
+  assembled into ONE LSTM, `recipe.py` its config side (`assemble:`, `training.init_from`),
+  `init_from.py`: a run that starts from given weights (the fine-tune);
 * `metrics.py`, `plots.py`: scores per stream, Graph 1/2, the learnability map;
 * `export.py`: ONNX, one step with explicit state, checked in onnxruntime.
 
@@ -124,6 +126,13 @@ class FrequencyTask(Task):
             num_layers=training["num_layers"],
             forget_bias=training["forget_bias"],
         ).to(device)
+        trainer_class = StatefulTrainer
+        if training.get("init_from"):  # the weights to start from (a resumed last.pth wins)
+            from .init_from import InitialisedTrainer, load_initial_weights
+
+            start = load_initial_weights(model, training["init_from"])
+            metadata = {**metadata, "init_from": start}
+            trainer_class = InitialisedTrainer
         optimizer = make_optimizer(training, model.parameters())
         window = None
         if training["mode"] == "window":
@@ -145,7 +154,7 @@ class FrequencyTask(Task):
             "huber": torch.nn.HuberLoss,
             "smooth_l1": torch.nn.SmoothL1Loss,
         }
-        return StatefulTrainer(
+        return trainer_class(
             model,
             train,
             losses[training["loss"]](),
@@ -319,7 +328,11 @@ def technique(metrics: Mapping[str, Any]) -> str:
     """How a run was trained, in words: the learnability table's row label."""
     if metrics["grid_point"] == "experts":
         return "window training, one expert per frequency"
+    if metrics["grid_point"] == "assembled":
+        return "window-trained experts assembled into one LSTM"
     training = metrics["training"]
+    if training.get("init_from"):
+        return f"{training.get('mode', 'online')} training from given weights (init_from)"
     if training.get("mode") == "window":
         if len(metrics["test"]) == 2:  # overall + one frequency: an expert's own dataset
             return "window training, one-frequency expert"

@@ -315,4 +315,128 @@ def fine_tune(
     )
 
 
-__all__ = ["FineTuneResult", "assemble_experts", "fine_tune", "stream_outputs"]
+def assemble_from_files(
+    name: str,
+    members: list[str],
+    member_streams: list[float],
+    frequencies: list[float],
+    model_paths: list[str],
+    metrics_paths: list[str],
+    split_paths: dict[str, str],
+    out_model: str,
+    out_metrics: str,
+    out_selection: str,
+    *,
+    hidden_size: int = 64,
+    closing_weight: float = -30.0,
+    close_forget: bool = True,
+    bias_unit: bool | None = False,
+) -> dict[str, Any]:
+    """The workflow's `assemble_experts` rule: selected experts → one FrequencyLSTM, scored.
+
+    Each member was selected on its own frozen validation split (rule select_checkpoint);
+    where several members train one frequency, the lowest validation MSE on their own split
+    serves (as in `combine_experts`). The assembly is written as an ordinary FrequencyLSTM
+    checkpoint (``model_args`` input/hidden/layers, state reset per stream), so frozen
+    evaluation, plots, ONNX export and a fine-tune's ``training.init_from`` take it as any
+    trained model; it is scored frozen on the full validation and test splits. Nothing here
+    trains or looks at the test split to choose.
+    """
+    from ...checkpoint import load_model, save_checkpoint_file
+    from ...io import read_json, write_json
+    from .experts import choose_members, score_splits
+
+    loaded = [load_model(p) for p in model_paths]
+    member_metrics = [read_json(p) for p in metrics_paths]
+    order = choose_members(members, member_streams, frequencies, member_metrics)
+    experts = {}
+    for k, i in enumerate(order):
+        model = loaded[i][0]
+        if not isinstance(model, FrequencyLSTM):
+            raise ValueError(
+                f"assemble '{name}': member '{members[i]}' ({model_paths[i]}) is not one "
+                f"FrequencyLSTM but a {type(model).__name__}; assemble the per-frequency "
+                "datasets themselves, not an `experts` combination."
+            )
+        experts[k] = model
+    t0 = time.perf_counter()
+    model = assemble_experts(
+        experts,
+        hidden_size,
+        closing_weight=closing_weight,
+        close_forget=close_forget,
+        bias_unit=bias_unit,
+    )
+    seconds = time.perf_counter() - t0
+    scores = score_splits(model, split_paths, frequencies)
+    chosen = [members[i] for i in order]
+    options = {
+        "hidden_size": hidden_size,
+        "closing_weight": closing_weight,
+        "close_forget": close_forget,
+        "bias_unit": bias_unit,
+    }
+    save_checkpoint_file(
+        {
+            "epoch": None,
+            "model_state_dict": model.state_dict(),
+            "model_args": {
+                "input_size": model.input_size,
+                "hidden_size": model.hidden_size,
+                "num_layers": model.num_layers,
+            },
+            "frequencies": list(frequencies),
+            "state_reset": "stream",
+            "members": chosen,
+            "assembly": options,
+        },
+        out_model,
+    )
+    metrics = {
+        "dataset": name,
+        "grid_point": "assembled",
+        "members": chosen,
+        "assembly": options,
+        "parameters": model.count_parameters(),
+        "engine": "torch",
+        "epochs": max(m["epochs"] for m in member_metrics),
+        "best_epoch": None,
+        # the experts' training time; the assembly itself takes milliseconds
+        "train_seconds": sum(m["train_seconds"] for m in member_metrics) + seconds,
+        "member_selection": {members[i]: member_metrics[i]["selected"] for i in order},
+        "candidates": {
+            m: member_metrics[i]["validation"]["overall"]["mse"] for i, m in enumerate(members)
+        },
+        **scores,
+    }
+    write_json(metrics, out_metrics)
+    write_json(
+        {
+            "dataset": name,
+            "criterion": "each expert selected on its own frozen validation split; several "
+            "members of one frequency: the lowest validation MSE; then assembled, no choice",
+            "selected": "assembled",
+            "members": metrics["member_selection"],
+        },
+        out_selection,
+    )
+    log.info(
+        "%s: %d experts assembled into LSTM(%d, %d), validation MSE %.6f, test MSE %.6f (%s)",
+        name,
+        len(order),
+        model.input_size,
+        model.hidden_size,
+        scores["validation"]["overall"]["mse"],
+        scores["test"]["overall"]["mse"],
+        ", ".join(f"{k} {v['mse']:.5f}" for k, v in scores["test"].items() if k != "overall"),
+    )
+    return metrics
+
+
+__all__ = [
+    "FineTuneResult",
+    "assemble_experts",
+    "assemble_from_files",
+    "fine_tune",
+    "stream_outputs",
+]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 from ...checkpoint import load_model, save_checkpoint_file
 from ...io import read_json, write_json
 from .model import ExpertLSTM
@@ -38,33 +40,11 @@ def combine_experts(
     validation split, and where several members train one frequency, the lowest validation
     MSE on their own split serves.
     """
-    from . import FrequencyTask
-    from .metrics import evaluate_streams
-
     loaded = [load_model(p) for p in model_paths]
     member_metrics = [read_json(p) for p in metrics_paths]
-    # Expert k serves frequency k (the k-th one-hot column). Where several members train an
-    # expert for the same frequency (e.g. two recipes for 1 Hz), the lowest frozen validation
-    # MSE on their own split wins; the test split plays no part.
-    order = []
-    for f in frequencies:
-        candidates = [i for i, s in enumerate(member_streams) if s == f]
-        val = [member_metrics[i]["validation"]["overall"]["mse"] for i in candidates]
-        order.append(candidates[val.index(min(val))])
-        if len(candidates) > 1:
-            log.info(
-                "%g Hz: %s chosen among %s (validation MSE %s)",
-                f,
-                members[order[-1]],
-                [members[i] for i in candidates],
-                ", ".join(f"{v:.6f}" for v in val),
-            )
+    order = choose_members(members, member_streams, frequencies, member_metrics)
     model = ExpertLSTM([loaded[i][0] for i in order])
-    scores = {}
-    for split, path in split_paths.items():
-        data = FrequencyTask({"frequencies": list(frequencies)}).read_split(path)
-        pred = predict(model, data, "stream")
-        scores[split] = evaluate_streams(data.y, pred, data.starts, data.columns, frequencies)
+    scores = score_splits(model, split_paths, frequencies)
     payload = {
         "epoch": None,
         "model_state_dict": model.state_dict(),
@@ -108,3 +88,52 @@ def combine_experts(
         ", ".join(f"{k} {v['mse']:.5f}" for k, v in scores["test"].items() if k != "overall"),
     )
     return metrics
+
+
+def choose_members(
+    members: list[str],
+    member_streams: list[float],
+    frequencies: list[float],
+    member_metrics: list[dict],
+) -> list[int]:
+    """The index of the member serving each frequency, in the order of ``frequencies``.
+
+    Expert k serves frequency k (the k-th one-hot column). Where several members train an
+    expert for the same frequency (another seed, another recipe), the lowest frozen validation
+    MSE on their own split wins; the test split plays no part. Shared by `combine_experts`
+    and the assembly (statetrain.tasks.frequency.assemble), so both choose alike.
+    """
+    order = []
+    for f in frequencies:
+        candidates = [i for i, s in enumerate(member_streams) if s == f]
+        if not candidates:
+            raise ValueError(
+                f"no member trains {f:g} Hz (members {members} train {member_streams}); give "
+                "one dataset with `streams: [f]` per frequency."
+            )
+        val = [member_metrics[i]["validation"]["overall"]["mse"] for i in candidates]
+        order.append(candidates[val.index(min(val))])
+        if len(candidates) > 1:
+            log.info(
+                "%g Hz: %s chosen among %s (validation MSE %s)",
+                f,
+                members[order[-1]],
+                [members[i] for i in candidates],
+                ", ".join(f"{v:.6f}" for v in val),
+            )
+    return order
+
+
+def score_splits(
+    model: torch.nn.Module, split_paths: dict[str, str], frequencies: list[float]
+) -> dict[str, dict]:
+    """Frozen metrics per split, the state from a zero state at every stream start."""
+    from . import FrequencyTask
+    from .metrics import evaluate_streams
+
+    scores = {}
+    for split, path in split_paths.items():
+        data = FrequencyTask({"frequencies": list(frequencies)}).read_split(path)
+        pred = predict(model, data, "stream")
+        scores[split] = evaluate_streams(data.y, pred, data.starts, data.columns, frequencies)
+    return scores
