@@ -417,3 +417,34 @@ def test_dry_run_of_a_1000_point_grid(tmp_path):
     assert re.search(r"^train\s+1000$", proc.stdout, re.MULTILINE), proc.stdout[-2000:]
     print(f"\nsnakemake -n, 1,000 grid points (2,012 jobs): {seconds:.1f} s")
     assert seconds < 300
+
+
+GROUP_CONFIG = """\
+data: {{duration_s: 0.3, min_stream_length: 100}}
+datasets:
+  spec: {{train_path: {d}/train.npy, validation_path: {d}/validation.npy, test_path: {d}/test.npy}}
+training: {{epochs: 2, hidden_size: 8}}
+grid: {{lr: [0.001, 0.003]}}
+"""
+
+
+def test_the_grouped_profile_bundles_short_train_jobs_into_one_slurm_job(slurm_cluster, tmp_path):
+    """profiles/slurm-grouped (docs/cluster.md): two grid points' train jobs go to SLURM as
+    ONE job asking for both jobs' CPUs and memory, and both runs finish normally."""
+    config = tmp_path / "group.yaml"
+    config.write_text(GROUP_CONFIG.format(d=write_data(tmp_path / "data")))
+    grouped = ("--profile", str(ROOT / "profiles" / "slurm-grouped"))
+    cmd = snakemake_cmd(tmp_path, *PROFILES, *grouped, "--configfile", str(config))
+    # the CI node has 2 CPUs: bundles of 2 (the profile's 8 would never be scheduled here)
+    proc = subprocess.run(
+        [*cmd, "--group-components", "train_batch=2"], capture_output=True, text=True
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    ids = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/group_train_batch_", out)
+    assert len(ids) == 1 and submitted(out) == {}, out[-3000:]  # one group job, no single ones
+    job = jobcomp()[ids[0]]
+    assert job["JobState"] == "COMPLETED" and job["Tres"].startswith("cpu=2,mem=4000M"), job
+    for lr in ("0.001", "0.003"):
+        metrics = json.loads((tmp_path / f"results/runs/spec/lr~{lr}/metrics.json").read_text())
+        assert metrics["epochs"] == 2 and metrics["grid_point"] == f"lr~{lr}"
