@@ -35,8 +35,10 @@ quick: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml --report results/quick/report.html
 
+# Two pytest workers (pytest-xdist), one per core of a 2-core machine; a test file stays on one
+# worker (--dist loadfile), so a module's fixtures (the SLURM cluster, a workflow run) run once.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --out results/bench/bench.json
