@@ -222,7 +222,8 @@ def test_assembled_config_plans_the_recipe_and_lints(tmp_path):
     counts = dict(
         line.split()[:2] for line in dry.stdout.splitlines() if line[:1].isalpha() and " " in line
     )
-    assert counts["train"] == "5" and counts["assemble_experts"] == "1"  # 4 experts + fine-tune
+    # five experts (two for 1 Hz) and the fine-tune; one assembly
+    assert counts["train"] == "6" and counts["assemble_experts"] == "1"
 
 
 @pytest.fixture(scope="module")
