@@ -65,8 +65,8 @@ def load_initial_weights(model: FrequencyLSTM, path: str | Path) -> dict[str, st
         raise InitFromError(
             f"training.init_from: '{path}' is not a file. Give the path of a statetrain "
             "checkpoint (e.g. results/<experiment>/best/<name>/best_model.pth). In the workflow "
-            "the name of a dataset, an `experts` combination or an `assemble` entry is resolved "
-            "to its selected best_model.pth and built first; run by hand, give the path itself."
+            "the name of a dataset or of an `assemble` entry is resolved to its selected "
+            "best_model.pth and built first; run by hand, give the path itself."
         )
     try:
         init, ckpt = load_model(path)
