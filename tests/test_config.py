@@ -148,3 +148,24 @@ def test_mlflow_experiment_defaults_to_the_configs_experiment():
     assert named["logging"]["mlflow_experiment"] == "ucr_rerun"
     mine = validate_config({"experiment": "x", "logging": {"mlflow_experiment": "mine"}})
     assert mine["logging"]["mlflow_experiment"] == "mine"
+
+
+def test_a_classifier_test_path_alone_is_the_benchmark_split_not_a_partial_set():
+    """`test_path` alone means the classifier's own test split; for the frequency task it is
+    one of three files, and alone it is refused."""
+    ok = validate_config(
+        {
+            "task": "classifier",
+            "datasets": {
+                "d": {
+                    "path": "x.npy",
+                    "labels_path": "y.npy",
+                    "test_path": "t.npy",
+                    "test_labels_path": "u.npy",
+                }
+            },
+        }
+    )
+    assert dataset_spec(ok, "d")["test_path"] == "t.npy"
+    with pytest.raises(ConfigError, match="some but not all of its files"):
+        validate_config({"datasets": {"d": {"test_path": "t.npy"}}})

@@ -294,6 +294,15 @@ def dataset_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
     spec = copy.deepcopy(dict(cfg["data"]))
     deep_update(spec, cfg["datasets"][name] or {})
     spec.pop("training", None)  # a scenario's training overrides: see training_config
+    from .tasks import task_class
+
+    # What the schema cannot say of one scenario (sums, combinations, physics): the task's.
+    return task_class(cfg.get("task", "frequency")).check_spec(name, spec)
+
+
+def check_split_files(name: str, spec: Mapping[str, Any]) -> None:
+    """A scenario that replaces its splits by the user's files gives all three, each its own
+    (for tasks whose `train_path`/`validation_path`/`test_path` mean exactly that)."""
     given = [s for s in SPLITS if f"{s}_path" in spec]
     if given and len(given) != len(SPLITS):
         missing = ", ".join(f"{s}_path" for s in SPLITS if s not in given)
@@ -302,10 +311,6 @@ def dataset_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
             "(user data replaces all three generated splits)."
         )
     _distinct_files(name, {s: spec[f"{s}_path"] for s in given})
-    from .tasks import task_class
-
-    # What the schema cannot say of one scenario (sums, combinations, physics): the task's.
-    return task_class(cfg.get("task", "frequency")).check_spec(name, spec)
 
 
 def _distinct_files(name: str, paths: Mapping[str, str]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ...config import ConfigError, user_paths
+from ...config import ConfigError, check_split_files, user_paths
 from ...validation import ACCEPTED_DTYPES, DatasetError, file_digest, load_array
 
 TARGET_EPS = 1e-3
@@ -180,7 +180,9 @@ def parse_angle(value: float | int | str) -> float:
 def check_scenario(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     """A frequency-task scenario's values that the schema cannot check one by one: the
     phase noise as radians, an increasing amplitude range, streams that fit in memory, no
-    frequency at or above Nyquist, streams long enough, kept streams among the frequencies."""
+    frequency at or above Nyquist, streams long enough, kept streams among the frequencies;
+    user files given for all three splits."""
+    check_split_files(name, spec)
     spec["phase_jitter"] = parse_angle(spec["phase_jitter"])
     lo, hi = spec["amplitude_range"]
     if lo > hi:

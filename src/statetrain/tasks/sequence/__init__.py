@@ -49,6 +49,14 @@ class SequenceTask(BatchTask):
     stateful: ClassVar[bool] = True
 
     # ---------------------------------------------------------------- config
+    @classmethod
+    def check_spec(cls, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Three split files, each its own, when the user gives them instead of `path`."""
+        from ...config import check_split_files
+
+        check_split_files(name, spec)
+        return super().check_spec(name, spec)
+
     @cached_property
     def columns(self) -> Any:
         """The column roles; a config that names no input or target, or several label
