@@ -35,10 +35,11 @@ quick: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml --report results/quick/report.html
 
-# Two pytest workers (pytest-xdist), one per core of a 2-core machine; a test file stays on one
-# worker (--dist loadfile), so a module's fixtures (the SLURM cluster, a workflow run) run once.
+# Two pytest workers (pytest-xdist), one per core of a 2-core machine. Each test file, and the
+# files sharing the quick workflow run, stays on one worker (--dist loadgroup; the groups and
+# their longest-first order are in tests/conftest.py), so their fixtures run once.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --out results/bench/bench.json
