@@ -35,11 +35,11 @@ quick: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml --report results/quick/report.html
 
-# Two pytest workers (pytest-xdist), one per core of a 2-core machine. Each test file, and the
-# files sharing the quick workflow run, stays on one worker (--dist loadgroup; the groups and
-# their longest-first order are in tests/conftest.py), so their fixtures run once.
+# Two pytest workers (pytest-xdist), one per core of a 2-core machine. Each test file stays on
+# one worker (--dist loadfile), so its module fixtures (the SLURM cluster) run once; the longest
+# files go first (tests/conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --out results/bench/bench.json

@@ -78,23 +78,16 @@ def quick_run(tmp_path_factory):
 
 
 # ------------------------------------------------------------------ scheduling on 2 workers
-# `make test` runs two pytest-xdist workers with --dist loadgroup. Each test file is one group
-# (its module fixtures, e.g. the SLURM cluster, run once); the files that share the session
-# fixture `quick_run` (one quick workflow run) are one group, so it runs once. The longest
-# groups go first, so that neither worker is left with a long file at the end.
-QUICK_RUN_FILES = {"test_workflow", "test_report", "test_export"}
+# `make test` runs two pytest-xdist workers with --dist loadfile: each test file stays on one
+# worker (its module fixtures, e.g. the SLURM cluster, run once). The longest files go first,
+# so that neither worker is left with a long file at the end.
 LONGEST_FIRST = ("test_slurm", "test_workflow", "test_ucr", "test_assemble_workflow")
-LONGEST_FIRST += ("test_experts", "test_tasks", "test_task_sequence", "test_runner")
+LONGEST_FIRST += ("test_experts", "test_export", "test_tasks", "test_task_sequence", "test_runner")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     def module(item: pytest.Item) -> str:
         return item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
 
-    for item in items:
-        name = module(item)
-        group = "quick_run" if name in QUICK_RUN_FILES else name
-        item.add_marker(pytest.mark.xdist_group(group))
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    rank.update(dict.fromkeys(QUICK_RUN_FILES, rank["test_workflow"]))
     items.sort(key=lambda item: rank.get(module(item), len(rank)))  # stable within a file
