@@ -401,7 +401,8 @@ def test_workflow_runs_a_users_multiclass_npy_with_own_test_split(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["overall"]["accuracy"] == pytest.approx(
-        float(summary["test_accuracy"].iloc[0]), rel=1e-5  # summary.csv keeps 6 digits
+        float(summary["test_accuracy"].iloc[0]),
+        rel=1e-5,  # summary.csv keeps 6 digits
     )
     onnx_file = tmp_path / "clf.onnx"
     proc = subprocess.run(
