@@ -343,8 +343,8 @@ def assemble_from_files(
     trains or looks at the test split to choose.
     """
     from ...checkpoint import load_model, save_checkpoint_file
-    from ...io import read_json, write_json
-    from .experts import choose_members, score_splits
+    from ...io import read_json
+    from .experts import choose_members, score_splits, write_member_records
 
     loaded = [load_model(p) for p in model_paths]
     member_metrics = [read_json(p) for p in metrics_paths]
@@ -392,33 +392,18 @@ def assemble_from_files(
         },
         out_model,
     )
-    metrics = {
-        "dataset": name,
-        "grid_point": "assembled",
-        "members": chosen,
-        "assembly": options,
-        "parameters": model.count_parameters(),
-        "engine": "torch",
-        "epochs": max(m["epochs"] for m in member_metrics),
-        "best_epoch": None,
-        # the experts' training time; the assembly itself takes milliseconds
-        "train_seconds": sum(m["train_seconds"] for m in member_metrics) + seconds,
-        "member_selection": {members[i]: member_metrics[i]["selected"] for i in order},
-        "candidates": {
-            m: member_metrics[i]["validation"]["overall"]["mse"] for i, m in enumerate(members)
-        },
-        **scores,
-    }
-    write_json(metrics, out_metrics)
-    write_json(
-        {
-            "dataset": name,
-            "criterion": "each expert selected on its own frozen validation split; several "
-            "members of one frequency: the lowest validation MSE; then assembled, no choice",
-            "selected": "assembled",
-            "members": metrics["member_selection"],
-        },
+    metrics = write_member_records(
+        name,
+        "assembled",
+        members,
+        order,
+        member_metrics,
+        scores,
+        out_metrics,
         out_selection,
+        extra={"assembly": options, "parameters": model.count_parameters()},
+        criterion="; then assembled, no choice",
+        seconds=seconds,  # the assembly itself takes milliseconds
     )
     log.info(
         "%s: %d experts assembled into LSTM(%d, %d), validation MSE %.6f, test MSE %.6f (%s)",

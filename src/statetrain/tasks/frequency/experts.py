@@ -21,6 +21,52 @@ from .trainer import predict
 log = logging.getLogger("statetrain")
 
 
+def write_member_records(
+    name: str,
+    grid_point: str,
+    members: list[str],
+    order: list[int],
+    member_metrics: list[dict],
+    scores: dict,
+    out_metrics: str,
+    out_selection: str,
+    *,
+    extra: dict | None = None,
+    criterion: str = "",
+    seconds: float = 0.0,
+) -> dict:
+    """metrics.json and selection.json of a model made from selected experts (a combination
+    or an assembly): which member serves each frequency, and why, in one place."""
+    metrics = {
+        "dataset": name,
+        "grid_point": grid_point,
+        "members": [members[i] for i in order],
+        **(extra or {}),
+        "engine": "torch",
+        "epochs": max(m["epochs"] for m in member_metrics),
+        "best_epoch": None,
+        # the experts' training time, plus `seconds` of whatever made the model of them
+        "train_seconds": sum(m["train_seconds"] for m in member_metrics) + seconds,
+        "member_selection": {members[i]: member_metrics[i]["selected"] for i in order},
+        "candidates": {
+            m: member_metrics[i]["validation"]["overall"]["mse"] for i, m in enumerate(members)
+        },
+        **scores,
+    }
+    write_json(metrics, out_metrics)
+    write_json(
+        {
+            "dataset": name,
+            "criterion": "each expert selected on its own frozen validation split; several "
+            "members of one frequency: the lowest validation MSE" + criterion,
+            "selected": grid_point,
+            "members": metrics["member_selection"],
+        },
+        out_selection,
+    )
+    return metrics
+
+
 def combine_experts(
     name: str,
     members: list[str],
@@ -54,29 +100,14 @@ def combine_experts(
         "members": [members[i] for i in order],
     }
     save_checkpoint_file(payload, out_model)
-    metrics = {
-        "dataset": name,
-        "grid_point": "experts",
-        "members": [members[i] for i in order],
-        "engine": "torch",
-        "epochs": max(m["epochs"] for m in member_metrics),
-        "best_epoch": None,
-        "train_seconds": sum(m["train_seconds"] for m in member_metrics),
-        "member_selection": {members[i]: member_metrics[i]["selected"] for i in order},
-        "candidates": {
-            m: member_metrics[i]["validation"]["overall"]["mse"] for i, m in enumerate(members)
-        },
-        **scores,
-    }
-    write_json(metrics, out_metrics)
-    write_json(
-        {
-            "dataset": name,
-            "criterion": "each expert selected on its own frozen validation split; several "
-            "members of one frequency: the lowest validation MSE",
-            "selected": "experts",
-            "members": metrics["member_selection"],
-        },
+    metrics = write_member_records(
+        name,
+        "experts",
+        members,
+        order,
+        member_metrics,
+        scores,
+        out_metrics,
         out_selection,
     )
     log.info(
