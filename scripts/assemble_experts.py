@@ -1,4 +1,4 @@
-"""Rule assemble_experts: selected per-frequency experts → ONE FrequencyLSTM, scored frozen.
+"""Rule assemble_experts: one grid point's per-frequency experts → ONE FrequencyLSTM, scored.
 
 The logic is statetrain.tasks.frequency.assemble.assemble_from_files (block-diagonal assembly,
 the other frequencies' one-hots closing each expert's gates), so the rule's model is exactly
@@ -13,6 +13,7 @@ if "snakemake" in globals():
     with scripting.rule_logging(sm.log[0]):
         assemble_from_files(
             sm.wildcards.dataset,
+            sm.params.point,
             list(sm.params.members),
             list(sm.params.member_streams),
             list(sm.params.frequencies),
@@ -21,6 +22,6 @@ if "snakemake" in globals():
             {"validation": sm.input.validation, "test": sm.input.test},
             sm.output.model,
             sm.output.metrics,
-            sm.output.selection,
+            sm.output.members,
             **sm.params.options,
         )

@@ -89,7 +89,7 @@ def expert(args: argparse.Namespace) -> None:
         growth=1.25,
         streak=5,
         threshold=0.005,
-        draws=8,
+        draws=args.draws,
         iterations=args.check_every,
         lr_floor=2e-4,
         seed=args.seed,
@@ -106,6 +106,7 @@ def expert(args: argparse.Namespace) -> None:
         frequencies=spec["frequencies"],
         progress=False,
         window=curriculum,
+        engine=args.engine,
     )
     t0 = time.perf_counter()
     best, best_it, best_t, best_window, best_state = np.inf, 0, 0.0, 0, None
@@ -164,6 +165,8 @@ def expert(args: argparse.Namespace) -> None:
             "hidden": args.hidden,
             "lr": args.lr,
             "first": args.first,
+            "draws": args.draws,
+            "engine": trainer.engine,
             "iterations": it,
             "stopped_by": stop["why"],
             "seconds": round(seconds, 1),
@@ -322,6 +325,8 @@ def main() -> None:
     e.add_argument("--lr", type=float, default=3e-3)
     e.add_argument("--first", type=int, default=0, help="first window; 0 = max(300, 2 periods)")
     e.add_argument("--check-every", type=int, default=20)
+    e.add_argument("--draws", type=int, default=8, help="fresh noise draws per iteration")
+    e.add_argument("--engine", default="torch", choices=["torch", "native", "auto"])
     e.add_argument("--max-iterations", type=int, default=30000)
     e.add_argument("--lock", type=float, default=0.001)
     e.add_argument("--patience", type=int, default=3000)

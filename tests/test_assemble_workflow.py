@@ -226,6 +226,34 @@ def test_assembled_config_plans_the_recipe_and_lints(tmp_path):
     assert counts["train"] == "6" and counts["assemble_experts"] == "1"
 
 
+@pytest.mark.workflow
+def test_a_seed_grid_plans_one_chain_per_seed(tmp_path):
+    """grid {seed: [1, 2]}: each seed's assembly takes that seed's experts, and each seed's
+    fine-tune starts from that seed's assembly; selection then runs over the seeds."""
+    cfg = _with(grid={"seed": [1, 2]})
+    del cfg["datasets"]["f3"]["training"]  # one grid for the whole chain
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    dry = snakemake(tmp_path, "-n", "--configfile", str(path)).stdout
+    jobs = {}
+    for block in dry.split("\n\n"):
+        lines = [line.strip() for line in block.splitlines() if not line.startswith("[")]
+        if lines and lines[0].startswith("rule "):  # one planned job: rule, input, output, ...
+            fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+            jobs.setdefault(lines[0][5:].rstrip(":"), []).append(fields)
+    assert len(jobs["assemble_experts"]) == 2 and len(jobs["train"]) == 6
+    for seed in (1, 2):
+        (asm,) = [j for j in jobs["assemble_experts"] if f"asm/seed~{seed}/" in j["output"]]
+        for member in ("f1", "f3"):
+            assert f"runs/{member}/seed~{seed}/best_model.pth" in asm["input"]
+            assert f"seed~{3 - seed}" not in asm["input"]
+        (joint,) = [j for j in jobs["train"] if f"joint/seed~{seed}/" in j["output"]]
+        assert f"runs/asm/seed~{seed}/best_model.pth" in joint["input"]
+    (select,) = [j for j in jobs["select_checkpoint"] if "best/asm/" in j["output"]]
+    assert "runs/asm/seed~1/metrics.json" in select["input"]
+    assert "runs/asm/seed~2/metrics.json" in select["input"]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """The rule chain at toy size (two frequencies, 4-unit experts, 2 epochs each)."""
@@ -240,14 +268,17 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.mark.workflow
 def test_the_assemble_rule_writes_the_librarys_assembly(tiny_run):
+    # the chain at grid point seed~42: f1's run there, and f3's only run (its own seed 3)
+    runs = {"f1": "runs/f1/seed~42", "f3": "runs/f3/seed~3"}
     experts = {
-        k: load_model(tiny_run / f"best/{m}/best_model.pth")[0] for k, m in enumerate(["f1", "f3"])
+        k: load_model(tiny_run / runs[m] / "best_model.pth")[0] for k, m in enumerate(["f1", "f3"])
     }
     want = assemble_experts(experts, 8, bias_unit=False).state_dict()
-    model, ckpt = load_model(tiny_run / "best/asm/best_model.pth")
+    model, ckpt = load_model(tiny_run / "runs/asm/seed~42/best_model.pth")
     assert isinstance(model, FrequencyLSTM) and ckpt["members"] == ["f1", "f3"]
     assert _same(model.state_dict(), want)
     # scored frozen on the full splits like any model
+    assert _same(load_model(tiny_run / "best/asm/best_model.pth")[0].state_dict(), want)
     metrics = json.loads((tiny_run / "best/asm/metrics.json").read_text())
     splits = {s: str(tiny_run / f"data/asm/{s}.npy") for s in ("validation", "test")}
     scores = score_splits(model, splits, [1, 3])
@@ -255,15 +286,16 @@ def test_the_assemble_rule_writes_the_librarys_assembly(tiny_run):
         assert metrics[split]["overall"]["mse"] == pytest.approx(
             scores[split]["overall"]["mse"], rel=1e-6
         )
-    assert np.isfinite(metrics["test"]["1hz"]["mse"]) and metrics["grid_point"] == "assembled"
+    assert np.isfinite(metrics["test"]["1hz"]["mse"]) and metrics["grid_point"] == "seed~42"
 
 
 @pytest.mark.workflow
 def test_the_fine_tune_starts_from_the_assembly_and_is_selected(tiny_run):
-    assembled = load_checkpoint_file(tiny_run / "best/asm/best_model.pth")["model_state_dict"]
+    start = "runs/asm/seed~42/best_model.pth"  # the assembly at the same grid point
+    assembled = load_checkpoint_file(tiny_run / start)["model_state_dict"]
     run = load_checkpoint_file(tiny_run / "runs/joint/seed~42/last.pth")
     assert run["init_from"]["weights_sha256"] == weights_digest(assembled)
-    assert run["init_from"]["path"] == "results/tinyasm/best/asm/best_model.pth"
+    assert run["init_from"]["path"] == f"results/tinyasm/{start}"
     selected = json.loads((tiny_run / "best/joint/selection.json").read_text())
     assert selected["selected"] == "seed~42"
     history = json.loads((tiny_run / "runs/joint/seed~42/training_history.json").read_text())

@@ -46,7 +46,11 @@ class Callback:
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved by `min_delta` for `patience` epochs.
 
-    With ``restore_best_weights`` the trainer's model ends with the best epoch's weights.
+    With ``level`` the patience counts only once the best value has reached it (below for
+    mode min, above for max): window training sits on a plateau for thousands of iterations
+    before it locks, and a plain patience would stop it there. With ``restore_best_weights``
+    the trainer's model ends with the best epoch's weights. Everything is read from the
+    history, so a resumed run stops exactly where an uninterrupted one would.
     """
 
     def __init__(
@@ -56,15 +60,24 @@ class EarlyStopping(Callback):
         min_delta: float = 0.0,
         mode: str = "min",
         restore_best_weights: bool = True,
+        level: float | None = None,
     ) -> None:
         self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
         self.restore_best_weights = restore_best_weights
+        self.level = level
         self.stopped_epoch = 0
 
     def epochs_without_improvement(self, trainer: Any) -> int:
         tracker = MetricsTracker(trainer.history)
         values = tracker.get_history(self.monitor)
         best_epoch = tracker.get_best_epoch(self.monitor, self.mode, self.min_delta)
+        if self.level is not None:
+            best = values[best_epoch - 1] if best_epoch else None
+            reached = best is not None and (
+                best < self.level if self.mode == "min" else best > self.level
+            )
+            if not reached:
+                return 0
         return len(values) - best_epoch if best_epoch else len(values)
 
     def on_train_begin(self, trainer: Any) -> None:

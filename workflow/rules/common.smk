@@ -54,22 +54,59 @@ SPLIT_PATHS = {name: split_paths(config, name) for name in DATASETS}
 DATASET_RE = "|".join(re.escape(name) for name in DATASETS)
 EXPERTS_RE = "|".join(re.escape(name) for name in EXPERTS) or "(?!x)x"
 
-# Assemblies (frequency task): selected per-frequency experts placed block-diagonally into ONE
-# LSTM (rule assemble_experts), scored on the full splits like an `experts` combination; a
-# dataset's `training.init_from: <name>` then fine-tunes it (statetrain.tasks.frequency.recipe).
+# Assemblies (frequency task): per-frequency experts placed block-diagonally into ONE LSTM
+# (rule assemble_experts), once per grid point from the experts' runs at that point, and then
+# selected on frozen validation like a dataset; a dataset's `training.init_from: <name>`
+# starts each of its runs from the named model's run at the same grid point, so every seed of
+# the grid is a chain of its own: experts → assembly → fine-tune
+# (statetrain.tasks.frequency.recipe).
 ASSEMBLIES = {
     name: recipe.assembly_options(config, name) for name in config["assemble"]
 }
 SPECS.update({name: recipe.assembly_spec(config, name) for name in ASSEMBLIES})
 ASSEMBLE_RE = "|".join(re.escape(name) for name in ASSEMBLIES) or "(?!x)x"
-# Per dataset, the checkpoint its runs start from (training.init_from resolved: a model's name
-# is its selected best_model.pth, built first), or None.
-INIT_FROM = {
-    name: recipe.init_from_path(
-        config, name, lambda model: f"{BEST.format(dataset=model)}/best_model.pth"
+POINT_NAMES.update(
+    {
+        name: [grid_point_name(p) for p in stconfig.grid_points(config, check=False)]
+        for name in ASSEMBLIES
+    }
+)
+SELECTED_RE = "|".join(re.escape(name) for name in [*DATASETS, *ASSEMBLIES])
+
+
+def source_point(model, point):
+    """The run of `model` that the chain at grid point `point` uses: the run of that name, or
+    a model's only run (a dataset with its own training.seed and no grid)."""
+    names = POINT_NAMES[model]
+    if point in names:
+        return point
+    if len(names) == 1:
+        return names[0]
+    raise stconfig.ConfigError(
+        f"'{model}' has no run at grid point {point} (its runs: {', '.join(names)}); give "
+        "the datasets of one chain the same grid"
     )
-    for name in DATASETS
+
+
+def source_file(model, point, filename):
+    return f"{LAYOUT.run_dir(model, source_point(model, point))}/{filename}"
+
+
+# Per dataset, what its runs start from (training.init_from): a path, or the named model's run
+# at the same grid point (built first); None without init_from.
+INIT_FROM = {
+    name: recipe.init_from_path(config, name, lambda model: model) for name in DATASETS
 }
+INIT_MODEL = {name: recipe.init_from_model(config, name) for name in DATASETS}
+for _name, _model in INIT_MODEL.items():  # every chain resolvable before any job
+    for _point in POINT_NAMES[_name] if _model else []:
+        source_point(_model, _point)
+
+
+def init_file(dataset, point):
+    if INIT_MODEL[dataset]:
+        return source_file(INIT_MODEL[dataset], point, "best_model.pth")
+    return INIT_FROM[dataset]
 
 
 wildcard_constraints:
@@ -97,7 +134,9 @@ def train_inputs(wildcards):
             f"{DATA.format(dataset=wildcards.dataset)}/{s}.validation.json"
         )
     if INIT_FROM[wildcards.dataset]:  # the weights a fresh run starts from
-        files["init"] = INIT_FROM[wildcards.dataset]
+        files["init"] = init_file(
+            wildcards.dataset, grid_point_name(grid_point(wildcards))
+        )
     return files
 
 
@@ -134,7 +173,9 @@ def train_params(wildcards):
             config, grid_point(wildcards), wildcards.dataset, check=False
         )  # validate_config has checked every point of every dataset
         if INIT_FROM[wildcards.dataset]:
-            training["init_from"] = INIT_FROM[wildcards.dataset]
+            training["init_from"] = init_file(
+                wildcards.dataset, grid_point_name(grid_point(wildcards))
+            )
         TRAINING_SECTIONS[key] = training
     return TRAINING_SECTIONS[key]
 

@@ -8,7 +8,7 @@ rule select_checkpoint:
     log:
         f"{LOGS}/select_checkpoint/{{dataset}}.log",
     wildcard_constraints:
-        dataset=DATASET_RE,
+        dataset=SELECTED_RE,
     conda:
         "../envs/statetrain.yaml"
     params:
@@ -58,8 +58,12 @@ rule combine_experts:
 
 rule summarize_sweep:
     input:
-        metrics=[f for dataset in DATASETS for f in run_files(dataset, "metrics.json")]
-        + expand(f"{BEST}/metrics.json", dataset=[*EXPERTS, *ASSEMBLIES]),
+        metrics=[
+            f
+            for dataset in [*DATASETS, *ASSEMBLIES]
+            for f in run_files(dataset, "metrics.json")
+        ]
+        + expand(f"{BEST}/metrics.json", dataset=list(EXPERTS)),
         selections=expand(
             f"{BEST}/selection.json", dataset=[*DATASETS, *EXPERTS, *ASSEMBLIES]
         ),

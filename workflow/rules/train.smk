@@ -18,6 +18,8 @@ rule train:
         ),
     log:
         f"{LOGS}/train/{{dataset}}/{GRID.wildcard_pattern}.log",
+    wildcard_constraints:
+        dataset=DATASET_RE,
     conda:
         "../envs/statetrain.yaml"
     threads: 1

@@ -136,17 +136,8 @@ class FrequencyTask(Task):
         optimizer = make_optimizer(training, model.parameters())
         window = None
         if training["mode"] == "window":
-            w = training["window"]
-            window = WindowCurriculum(
-                first=w["first"],
-                growth=w["growth"],
-                streak=w["streak"],
-                threshold=w["threshold"],
-                draws=w["draws"],
-                iterations=w["iterations"],
-                lr_floor=w["lr_floor"],
-                seed=int(training["seed"]),
-                spec=self.generator_spec(),
+            window = WindowCurriculum.from_config(
+                training["window"], training["seed"], self.generator_spec()
             )
         losses = {
             "mse": torch.nn.MSELoss,

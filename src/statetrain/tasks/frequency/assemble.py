@@ -317,6 +317,7 @@ def fine_tune(
 
 def assemble_from_files(
     name: str,
+    grid_point: str,
     members: list[str],
     member_streams: list[float],
     frequencies: list[float],
@@ -325,22 +326,22 @@ def assemble_from_files(
     split_paths: dict[str, str],
     out_model: str,
     out_metrics: str,
-    out_selection: str,
+    out_members: str,
     *,
     hidden_size: int = 64,
     closing_weight: float = -30.0,
     close_forget: bool = True,
     bias_unit: bool | None = False,
 ) -> dict[str, Any]:
-    """The workflow's `assemble_experts` rule: selected experts → one FrequencyLSTM, scored.
+    """The workflow's `assemble_experts` rule: one grid point's experts → one FrequencyLSTM.
 
-    Each member was selected on its own frozen validation split (rule select_checkpoint);
-    where several members train one frequency, the lowest validation MSE on their own split
-    serves (as in `combine_experts`). The assembly is written as an ordinary FrequencyLSTM
-    checkpoint (``model_args`` input/hidden/layers, state reset per stream), so frozen
-    evaluation, plots, ONNX export and a fine-tune's ``training.init_from`` take it as any
-    trained model; it is scored frozen on the full validation and test splits. Nothing here
-    trains or looks at the test split to choose.
+    The members are the experts' runs at ``grid_point`` (each kept its best epoch on its own
+    frozen validation split); where several members train one frequency, the lowest
+    validation MSE on their own split serves (as in `combine_experts`). The assembly is
+    written as an ordinary FrequencyLSTM checkpoint (``model_args`` input/hidden/layers, state
+    reset per stream), so frozen evaluation, plots, ONNX export and a fine-tune's
+    ``training.init_from`` take it as any trained model; it is scored frozen on the full
+    validation and test splits. Nothing here trains or looks at the test split to choose.
     """
     from ...checkpoint import load_model, save_checkpoint_file
     from ...io import read_json
@@ -394,13 +395,13 @@ def assemble_from_files(
     )
     metrics = write_member_records(
         name,
-        "assembled",
+        grid_point,
         members,
         order,
         member_metrics,
         scores,
         out_metrics,
-        out_selection,
+        out_members,
         extra={"assembly": options, "parameters": model.count_parameters()},
         criterion="; then assembled, no choice",
         seconds=seconds,  # the assembly itself takes milliseconds

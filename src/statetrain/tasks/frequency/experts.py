@@ -47,7 +47,11 @@ def write_member_records(
         "best_epoch": None,
         # the experts' training time, plus `seconds` of whatever made the model of them
         "train_seconds": sum(m["train_seconds"] for m in member_metrics) + seconds,
-        "member_selection": {members[i]: member_metrics[i]["selected"] for i in order},
+        # a member's selected grid point (best/), or the run itself (an assembly's point)
+        "member_selection": {
+            members[i]: member_metrics[i].get("selected", member_metrics[i].get("grid_point"))
+            for i in order
+        },
         "candidates": {
             m: member_metrics[i]["validation"]["overall"]["mse"] for i, m in enumerate(members)
         },

@@ -78,13 +78,24 @@ def assembly_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
     return spec
 
 
+def init_from_model(cfg: Mapping[str, Any], dataset: str) -> str | None:
+    """The dataset or `assemble` entry a dataset's ``training.init_from`` names, else None (no
+    init_from, or a path)."""
+    value = ((cfg["datasets"].get(dataset) or {}).get("training") or {}).get("init_from")
+    value = value if value is not None else cfg["training"].get("init_from")
+    if value is not None and (value in cfg["datasets"] or value in cfg.get("assemble", {})):
+        return str(value)
+    return None
+
+
 def init_from_path(
-    cfg: Mapping[str, Any], dataset: str, best_model: Callable[[str], str]
+    cfg: Mapping[str, Any], dataset: str, model_file: Callable[[str], str]
 ) -> str | None:
     """The checkpoint a dataset's runs start from (``training.init_from``), or None.
 
-    A name of a dataset or an `assemble` entry means its selected model,
-    ``best_model(name)``; anything else is a path, used as it is. Refused here: init_from on
+    A name of a dataset or an `assemble` entry means that model, ``model_file(name)`` (in the
+    workflow: its run at the same grid point, so that each seed's chain stays its own);
+    anything else is a path, used as it is. Refused here: init_from on
     another task, a dataset starting from itself, an `experts` combination (an ExpertLSTM is
     several LSTMs, not weights of one), and an assembly of another size than the run's LSTM.
     """
@@ -118,7 +129,7 @@ def init_from_path(
                 f"hidden_size {sorted(hidden)}. A run starts from weights of its own shape "
                 f"only: set its training.hidden_size: {size} (and no hidden_size grid)."
             )
-        return best_model(value)
+        return model_file(value)
     if value in cfg["datasets"]:
-        return best_model(value)
+        return model_file(value)
     return str(value)

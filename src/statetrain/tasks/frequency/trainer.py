@@ -235,8 +235,6 @@ class StatefulTrainer(EpochLoop):
     def _resolve_engine(self, requested: str) -> tuple[str, str]:
         if requested not in ("auto", "torch", "native"):
             raise ValueError(f"engine must be auto, torch or native, got {requested!r}")
-        if self.window is not None:
-            return "torch", "window training runs whole windows through PyTorch's sequence LSTM"
         if requested == "torch":
             return "torch", "requested"
         ok, why = self._native_supported()
@@ -249,6 +247,10 @@ class StatefulTrainer(EpochLoop):
     def _native_supported(self) -> tuple[bool, str]:
         if self.device.type != "cpu":
             return False, f"the native kernel runs on the CPU, not {self.device}"
+        if self.window is not None:
+            from .native_window import supports_window
+
+            return supports_window(self.model, self.optimizer, self.criterion, self.clip_grad_norm)
         if self._native_class_weights() is None and (
             type(self.criterion) is not nn.MSELoss or self.criterion.reduction != "mean"
         ):

@@ -43,28 +43,45 @@ class WindowCurriculum:
     draws: int = 8  # fresh noise draws of every stream per iteration
     iterations: int = 100  # optimizer steps per epoch
     lr_floor: float = 2e-4  # lr = max(base_lr · sqrt(first / window), lr_floor)
+    polish_lr: float = 0.0  # > 0: the flat lr once the streak holds at full length
+    polish_draws: int = 0  # draws per iteration while polishing (0 = draws)
     seed: int = 0
     spec: Mapping[str, Any] | None = None  # data generator parameters; None = the training file
     window: int = 0  # current window (state)
     held: int = 0  # current streak (state)
+    polishing: bool = False  # the final phase has begun (state)
     base_lr: float = field(default=0.0)
 
     @classmethod
     def from_config(
         cls, window: Mapping[str, Any], seed: int, spec: Mapping[str, Any] | None = None
     ) -> WindowCurriculum:
-        """The curriculum of a validated `training.window` section (every task builds it so)."""
+        """The curriculum of a validated `training.window` section (every task builds it so;
+        a section saved before a key existed takes that key's default)."""
         keys = ("first", "growth", "streak", "threshold", "draws", "iterations", "lr_floor")
-        return cls(**{k: window[k] for k in keys}, seed=int(seed), spec=spec)
+        keys += ("polish_lr", "polish_draws")
+        return cls(**{k: window[k] for k in keys if k in window}, seed=int(seed), spec=spec)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"window": self.window, "held": self.held, "base_lr": self.base_lr}
+        return {
+            "window": self.window,
+            "held": self.held,
+            "base_lr": self.base_lr,
+            "polishing": self.polishing,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.window = int(state["window"])
         self.held = int(state["held"])
         self.base_lr = float(state["base_lr"])
+        self.polishing = bool(state.get("polishing", False))  # absent before polishing existed
+
+    def learning_rate(self, first: int) -> float:
+        """The lr of the next iteration: cooling with the window, flat once polishing."""
+        if self.polishing:
+            return self.polish_lr
+        return max(self.base_lr * math.sqrt(first / self.window), self.lr_floor)
 
     # ------------------------------------------------------------------ batches
     def _start_window(self, max_len: int) -> int:
@@ -86,7 +103,8 @@ class WindowCurriculum:
         rng = np.random.default_rng([self.seed, epoch, iteration])
         spec = self.spec
         parts = []
-        for seed in rng.integers(0, 2**31 - 1, size=self.draws):
+        draws = self.polish_draws if self.polishing and self.polish_draws else self.draws
+        for seed in rng.integers(0, 2**31 - 1, size=draws):
             data = generate_dataset(
                 frequencies=spec["frequencies"],
                 fs=spec["fs"],
@@ -106,6 +124,24 @@ class WindowCurriculum:
         return int(np.diff(np.append(trainer.train_split.starts, len(trainer.train_split))).min())
 
     # ------------------------------------------------------------------ one epoch
+    @staticmethod
+    def _torch_step(
+        trainer: Any, params: list, x: np.ndarray, y: np.ndarray
+    ) -> tuple[float, float]:
+        """One iteration through PyTorch's sequence LSTM: (loss, gradient norm); the step is
+        taken only when both are finite."""
+        model, opt = trainer.model, trainer.optimizer
+        out, _ = model(torch.from_numpy(x).to(trainer.device), None)  # zero state per stream
+        loss = trainer.criterion(out, torch.from_numpy(y).to(trainer.device))
+        opt.zero_grad()
+        loss.backward()
+        clip = trainer.clip_grad_norm
+        gn = float(nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf))
+        value = float(loss.detach())
+        if math.isfinite(value) and math.isfinite(gn):
+            opt.step()
+        return value, gn
+
     def run_epoch(self, trainer: Any, epoch: int) -> Any:
         from .trainer import EpochStats
 
@@ -117,34 +153,50 @@ class WindowCurriculum:
         first = self._start_window(max_len)
         params = [p for p in model.parameters() if p.requires_grad]
         model.train()
+        session = None
+        if trainer.engine == "native":  # one compiled call per iteration (native_window.py)
+            from .native_window import WindowSession
+
+            session = WindowSession(model, opt, trainer.clip_grad_norm)
         losses, norms, clipped, bad = [], [], 0, 0
-        for it in range(self.iterations):
-            lr = max(self.base_lr * math.sqrt(first / self.window), self.lr_floor)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x, y = self.batch(trainer, epoch, it)
-            x_t = torch.from_numpy(x).to(trainer.device)
-            y_t = torch.from_numpy(y).to(trainer.device)
-            out, _ = model(x_t, None)  # zero state at every stream start
-            loss = trainer.criterion(out, y_t)
-            opt.zero_grad()
-            loss.backward()
-            clip = trainer.clip_grad_norm
-            gn = float(nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf))
-            value = float(loss.detach())
-            if not (math.isfinite(value) and math.isfinite(gn)):
-                bad += 1
-                self.held = 0
-                continue
-            opt.step()
-            losses.append(value)
-            norms.append(gn)
-            clipped += clip is not None and gn > clip
-            self.held = self.held + 1 if value < self.threshold else 0
-            if self.held >= self.streak and self.window < max_len:
-                grown = min(max(int(self.window * self.growth), self.window + 1), max_len)
-                log.info("epoch %d iteration %d: window %d → %d", epoch, it + 1, self.window, grown)
-                self.window, self.held = grown, 0
+        try:
+            for it in range(self.iterations):
+                lr = self.learning_rate(first)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x, y = self.batch(trainer, epoch, it)
+                if session is not None:
+                    value, gn, _ = session.step(x, y, lr)
+                else:
+                    value, gn = self._torch_step(trainer, params, x, y)
+                if not (math.isfinite(value) and math.isfinite(gn)):
+                    bad += 1
+                    self.held = 0
+                    continue
+                losses.append(value)
+                norms.append(gn)
+                clipped += trainer.clip_grad_norm is not None and gn > trainer.clip_grad_norm
+                self.held = self.held + 1 if value < self.threshold else 0
+                if self.held >= self.streak and self.window < max_len:
+                    grown = min(max(int(self.window * self.growth), self.window + 1), max_len)
+                    log.info(
+                        "epoch %d iteration %d: window %d → %d", epoch, it + 1, self.window, grown
+                    )
+                    self.window, self.held = grown, 0
+                elif self.held >= self.streak and self.polish_lr > 0 and not self.polishing:
+                    # locked over the whole stream: polish at a low flat lr from here on
+                    log.info(
+                        "epoch %d iteration %d: streak held at the full window %d; polishing "
+                        "at lr %g",
+                        epoch,
+                        it + 1,
+                        self.window,
+                        self.polish_lr,
+                    )
+                    self.polishing, self.held = True, 0
+        finally:
+            if session is not None:
+                session.close()
         n = max(len(losses), 1)
         return EpochStats(
             loss=float(np.mean(losses)) if losses else float("nan"),
@@ -155,5 +207,9 @@ class WindowCurriculum:
             bad_steps=bad,
             h_norm=float("nan"),
             c_norm=float("nan"),
-            extra={"stopped_early": bad >= trainer.max_bad_steps, "window": self.window},
+            extra={
+                "stopped_early": bad >= trainer.max_bad_steps,
+                "window": self.window,
+                "polishing": self.polishing,
+            },
         )

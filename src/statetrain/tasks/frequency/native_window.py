@@ -1,0 +1,414 @@
+"""The native engine for whole-window training: one compiled call per optimizer step.
+
+Window training (``window.py``) runs B sequences of L steps through PyTorch's sequence LSTM
+from a zero state, takes the MSE, backpropagates through the whole window, clips and steps
+Adam. At the sizes the literal task needs (16 to 64 hidden units, B = 8) PyTorch spends
+most of each step dispatching small per-time-step operations, and the number of iterations
+before a frequency locks (thousands) sets the cost of a run. Here the same mathematics runs as
+one numba kernel per iteration, on the flat float32 parameter layout of ``native`` (whose cell,
+gradient and Adam helpers it shares), single-threaded and deterministic.
+
+Numerics: float32, torch's formulas. The gate nonlinearities use libm's expf/tanhf like the
+reference-loop kernel; the sums over batch and time run in the kernel's own order (sample by
+sample, time backwards), not BLAS's, so results agree with the torch path to float32 rounding
+(tests: a few iterations within 1e-5 relative) and, as with any float32 training of a chaotic
+recipe, drift apart over thousands of iterations. Two runs on one machine are bit-identical.
+
+Supported: what ``native.supports`` accepts (FrequencyLSTM of any size, Adam/AdamW, clipping by
+total norm) with the MSE loss; ``supports_window`` says so, or why not.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .native import (
+    _CLIP_EPS,
+    _JIT,
+    _JIT_SUM,
+    _ONE,
+    _ZERO,
+    _adam_consts,
+    _adam_flat,
+    _layout,
+    _pack,
+    _unpack_into,
+    _views,
+    njit,
+    supports,
+)
+
+_TWO = np.float32(2.0)
+
+
+@njit(**_JIT)
+def _segments(lay, n_in, hid, n_layers, size):
+    """Flat offsets of the tensors in torch's parameter order (per-tensor norms, Adam steps)."""
+    gates = 4 * hid
+    n_seg = 4 * n_layers + 2
+    seg = np.empty(n_seg + 1, dtype=np.int64)
+    seg[0] = lay[0]
+    for layer in range(1, n_layers):
+        seg[layer] = lay[1] + (layer - 1) * hid * gates
+    for layer in range(n_layers):
+        seg[n_layers + layer] = lay[2] + layer * hid * gates
+        seg[2 * n_layers + layer] = lay[3] + layer * gates
+        seg[3 * n_layers + layer] = lay[4] + layer * gates
+    seg[4 * n_layers] = lay[5]
+    seg[4 * n_layers + 1] = lay[6]
+    seg[n_seg] = size
+    return seg
+
+
+# Eigen-style rational approximation of tanh (odd degree 13 over even degree 6), clamped where
+# float32 tanh is ±1 to within 3e-7: only +, -, ×, ÷ and min/max, so the compiler vectorises
+# the gate loops (libm's tanhf/expf are scalar calls and took most of a step), and every CPU
+# rounds it the same way. Max error 4e-7 (≤ 7 ulp near saturation, < 1 ulp on average).
+_TANH_CLAMP = np.float32(7.90531110763549805)
+_TA = tuple(
+    np.float32(v)
+    for v in (
+        4.89352455891786e-03,
+        6.37261928875436e-04,
+        1.48572235717979e-05,
+        5.12229709037114e-08,
+        -8.60467152213735e-11,
+        2.00018790482477e-13,
+        -2.76076847742355e-16,
+    )
+)
+_TB = tuple(
+    np.float32(v)
+    for v in (
+        4.89352518554385e-03,
+        2.26843463243900e-03,
+        1.18534705686654e-04,
+        1.19825839466702e-06,
+    )
+)
+_HALF = np.float32(0.5)
+
+
+_INLINE = {**_JIT, "inline": "always"}  # inlined, so that the gate loops vectorise
+
+
+@njit(**_INLINE)
+def _tanh(x):
+    x = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
+    x2 = x * x
+    p = x2 * _TA[6] + _TA[5]
+    p = x2 * p + _TA[4]
+    p = x2 * p + _TA[3]
+    p = x2 * p + _TA[2]
+    p = x2 * p + _TA[1]
+    p = x2 * p + _TA[0]
+    q = x2 * _TB[3] + _TB[2]
+    q = x2 * q + _TB[1]
+    q = x2 * q + _TB[0]
+    return (x * p) / q
+
+
+@njit(**_INLINE)
+def _sigmoid(x):
+    return _HALF * _tanh(_HALF * x) + _HALF
+
+
+@njit(**_JIT)
+def _activate(a, hid):
+    """Gate pre-activations (i, f, g, o) → activations, in place (a loop of its own, so that
+    it vectorises)."""
+    for r in range(2 * hid):
+        a[r] = _sigmoid(a[r])
+    for r in range(2 * hid, 3 * hid):
+        a[r] = _tanh(a[r])
+    for r in range(3 * hid, 4 * hid):
+        a[r] = _sigmoid(a[r])
+
+
+@njit(**_JIT_SUM)
+def _matvec(w, v, out, rows, cols):
+    """out[j] = Σ_r w[j·cols + r] · v[r]: dot products whose additions may be reordered so
+    that they vectorise (the licence BLAS takes; 3-4× faster than the fixed-order form)."""
+    for j in range(rows):
+        s = _ZERO
+        o = j * cols
+        for r in range(cols):
+            s += w[o + r] * v[r]
+        out[j] = s
+
+
+@njit(**_JIT)
+def _sumsq_ordered(a):
+    """Σ a² in index order (no reassociation: the same on every CPU)."""
+    s = _ZERO
+    for i in range(a.shape[0]):
+        s += a[i] * a[i]
+    return s
+
+
+@njit(**_JIT)
+def _window_step(x, y, theta, grad, exp_avg, exp_avg_sq, steps, lay, hid, hyper, out):
+    """One optimizer step of whole-window training of a one-layer FrequencyLSTM.
+
+    x (B, L, I) and y (B, L, K) float32; every sequence starts from a zero state. The loss is
+    the MSE over all B·L·K values. theta, exp_avg, exp_avg_sq and steps (one per tensor) are
+    updated in place when the loss and the gradient norm are finite; out receives
+    (loss, total gradient norm before clipping, applied 0/1). hyper (float64): lr, beta1,
+    beta2, eps, weight_decay, clip (negative: off), weight-decay mode. Every sum runs in a
+    fixed order (the vectorised loops are element-wise), so the result does not depend on the
+    CPU's vector width. Written with plain indices: array views made per time step cost
+    reference counting in numba.
+    """
+    n_b, n_t, n_in = x.shape
+    gates = 4 * hid
+    h2 = 2 * hid
+    h3 = 3 * hid
+    n_out = y.shape[2]
+    wih3, _, whh3, bih2, bhh2, fcw, fcb = _views(theta, lay, n_in, hid, 1)
+    gwih3, _, gwhh3, gbih2, gbhh2, gfcw, gfcb = _views(grad, lay, n_in, hid, 1)
+    wih = wih3
+    whh = whh3[0]
+    gwih = gwih3
+    gwhh = gwhh3[0]
+    gbih = gbih2[0]
+    gbhh = gbhh2[0]
+    grad[:] = _ZERO
+    bias = np.empty(gates, dtype=np.float32)
+    for r in range(gates):
+        bias[r] = bih2[0, r] + bhh2[0, r]
+    # flat buffers, row-major: hb/cb (L + 1, H), tcb (L, H), act (L, 4H), err (L, K)
+    hb = np.zeros((n_t + 1) * hid, dtype=np.float32)
+    cb = np.zeros((n_t + 1) * hid, dtype=np.float32)
+    tcb = np.zeros(n_t * hid, dtype=np.float32)
+    act = np.zeros(n_t * gates, dtype=np.float32)
+    err = np.zeros(n_t * n_out, dtype=np.float32)
+    a = np.zeros(gates, dtype=np.float32)
+    dh = np.zeros(hid, dtype=np.float32)
+    dc = np.zeros(hid, dtype=np.float32)
+    da = np.zeros(gates, dtype=np.float32)
+    gb = np.zeros(gates, dtype=np.float32)
+    wf = wih.ravel()
+    hf = whh.ravel()
+    gwf = gwih.ravel()
+    ghf = gwhh.ravel()
+    fwf = fcw.ravel()
+    gfwf = gfcw.ravel()
+    inv_n = _ONE / np.float32(n_b * n_t * n_out)
+    se_total = 0.0  # float64 across sequences: the loss is reported, not differentiated
+    for b in range(n_b):
+        xb = x[b].ravel()
+        yb = y[b].ravel()
+        # ---- forward from a zero state
+        se = _ZERO
+        for t in range(n_t):
+            for r in range(gates):
+                a[r] = bias[r]
+            for j in range(n_in):
+                xj = xb[t * n_in + j]
+                o = j * gates
+                for r in range(gates):
+                    a[r] += xj * wf[o + r]
+            ht = t * hid
+            for j in range(hid):
+                hj = hb[ht + j]
+                o = j * gates
+                for r in range(gates):
+                    a[r] += hj * hf[o + r]
+            _activate(a, hid)
+            at = t * gates
+            for r in range(gates):
+                act[at + r] = a[r]
+            hn = ht + hid
+            for j in range(hid):
+                c = a[hid + j] * cb[ht + j] + a[j] * a[h2 + j]
+                cb[hn + j] = c
+                tc = _tanh(c)
+                tcb[ht + j] = tc
+                hb[hn + j] = a[h3 + j] * tc
+            for k in range(n_out):
+                s = fcb[k, 0]
+                o = k * hid
+                for j in range(hid):
+                    s += fwf[o + j] * hb[hn + j]
+                e = s - yb[t * n_out + k]
+                err[t * n_out + k] = e
+                se += e * e
+        se_total += se
+        # ---- backward through the whole window, gradients summed into grad
+        for j in range(hid):
+            dh[j] = _ZERO
+            dc[j] = _ZERO
+        for t in range(n_t - 1, -1, -1):
+            ht = t * hid
+            hn = ht + hid
+            at = t * gates
+            for k in range(n_out):
+                d = inv_n * (_TWO * err[t * n_out + k])
+                gfcb[k, 0] += d
+                o = k * hid
+                for j in range(hid):
+                    gfwf[o + j] += d * hb[hn + j]
+                for j in range(hid):
+                    dh[j] += d * fwf[o + j]
+            for j in range(hid):
+                gi = act[at + j]
+                gf = act[at + hid + j]
+                gg = act[at + h2 + j]
+                go = act[at + h3 + j]
+                tc = tcb[ht + j]
+                dct = dc[j] + dh[j] * go * (_ONE - tc * tc)
+                da[j] = dct * gg * gi * (_ONE - gi)
+                da[hid + j] = dct * cb[ht + j] * gf * (_ONE - gf)
+                da[h2 + j] = dct * gi * (_ONE - gg * gg)
+                da[h3 + j] = dh[j] * tc * go * (_ONE - go)
+                dc[j] = dct * gf
+            _matvec(hf, da, dh, hid, gates)
+            for r in range(gates):
+                gb[r] += da[r]
+            for j in range(n_in):
+                xj = xb[t * n_in + j]
+                o = j * gates
+                for r in range(gates):
+                    gwf[o + r] += xj * da[r]
+            for j in range(hid):
+                hj = hb[ht + j]
+                o = j * gates
+                for r in range(gates):
+                    ghf[o + r] += hj * da[r]
+    for r in range(gates):  # b_ih and b_hh receive the same gradient
+        gbih[r] = gb[r]
+        gbhh[r] = gb[r]
+    loss = np.float32(se_total * inv_n)
+    # ---- clip_grad_norm_ over the per-tensor norms, then Adam
+    seg = _segments(lay, n_in, hid, 1, theta.shape[0])
+    n_seg = seg.shape[0] - 1
+    norms = np.zeros(n_seg, dtype=np.float32)
+    for s in range(n_seg):
+        norms[s] = math.sqrt(_sumsq_ordered(grad[seg[s] : seg[s + 1]]))
+    gn = np.float32(math.sqrt(_sumsq_ordered(norms)))
+    out[0] = loss
+    out[1] = gn
+    out[2] = 0.0
+    if not (math.isfinite(loss) and math.isfinite(gn)):
+        return
+    coef = _ONE
+    if hyper[5] >= 0.0:
+        coef = (_ONE / (gn + _CLIP_EPS)) * np.float32(hyper[5])
+        if coef > _ONE:
+            coef = _ONE
+    for s in range(n_seg):
+        steps[s] += 1
+        cst, flg = _adam_consts(steps[s], hyper, coef)
+        lo = seg[s]
+        hi = seg[s + 1]
+        _adam_flat(theta[lo:hi], grad[lo:hi], exp_avg[lo:hi], exp_avg_sq[lo:hi], cst, flg)
+    out[2] = 1.0
+
+
+def supports_window(model, optimizer, criterion, clip_grad_norm) -> tuple[bool, str]:
+    """(True, "") when ``WindowSession`` runs these options as the torch path does, else
+    (False, the reason in one sentence)."""
+    import torch
+
+    if type(criterion) is not torch.nn.MSELoss or criterion.reduction != "mean":
+        return False, "the native window kernel implements MSELoss(reduction='mean') only"
+    ok, why = supports(model, optimizer, state_reset="stream", clip_grad_norm=clip_grad_norm)
+    if ok and model.lstm.num_layers != 1:
+        return False, "the native window kernel implements one LSTM layer"
+    return ok, why
+
+
+class WindowSession:
+    """The model's parameters and Adam state as flat arrays for a run of window steps.
+
+    Open it, call ``step`` once per iteration (the learning rate may change between steps),
+    and ``close`` to write the parameters and the optimizer state back into the torch objects
+    in torch's own format, so checkpoints, evaluation and a later torch step see no difference.
+    """
+
+    def __init__(self, model, optimizer, clip_grad_norm: float | None) -> None:
+        import torch
+
+        self.model, self.optimizer = model, optimizer
+        self.layout = _layout(model)
+        self.params = [e[0] for e in self.layout.entries]
+        states = [optimizer.state.get(p, {}) for p in self.params]
+        pairs = list(zip(states, self.params, strict=True))
+        self.theta = _pack(self.layout, self.params)
+        zeros = torch.zeros_like
+        self.exp_avg = _pack(self.layout, [s["exp_avg"] if s else zeros(p) for s, p in pairs])
+        self.exp_avg_sq = _pack(self.layout, [s["exp_avg_sq"] if s else zeros(p) for s, p in pairs])
+        self.steps = np.array([int(float(s["step"])) if s else 0 for s in states], dtype=np.int64)
+        self.grad = np.zeros_like(self.theta)
+        group = optimizer.param_groups[0]
+        decoupled = bool(group.get("decoupled_weight_decay", False)) or isinstance(
+            optimizer, torch.optim.AdamW
+        )
+        wd = float(group["weight_decay"])
+        self.hyper = np.array(
+            [
+                float(group["lr"]),
+                *(float(b) for b in group["betas"]),
+                float(group["eps"]),
+                wd,
+                -1.0 if clip_grad_norm is None else float(clip_grad_norm),
+                0 if wd == 0 else (2 if decoupled else 1),
+            ],
+            dtype=np.float64,
+        )
+        self._out = np.zeros(3, dtype=np.float32)
+
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, float, bool]:
+        """One iteration on x (B, L, I), y (B, L) or (B, L, K): (loss, grad norm, applied)."""
+        n_out = self.layout.n_out
+        x = np.require(x, dtype=np.float32, requirements=("C", "A", "W"))
+        y = np.require(
+            np.asarray(y, dtype=np.float32).reshape(x.shape[0], x.shape[1], n_out),
+            requirements=("C", "A", "W"),
+        )
+        if x.ndim != 3 or x.shape[2] != self.layout.n_in:
+            raise ValueError(f"x must be (batch, steps, {self.layout.n_in}), got shape {x.shape}")
+        self.hyper[0] = float(lr)
+        lay = self.layout
+        _window_step(
+            x,
+            y,
+            self.theta,
+            self.grad,
+            self.exp_avg,
+            self.exp_avg_sq,
+            self.steps,
+            lay.lay,
+            lay.hid,
+            self.hyper,
+            self._out,
+        )
+        return float(self._out[0]), float(self._out[1]), bool(self._out[2])
+
+    def close(self) -> None:
+        """Write the parameters, the Adam moments and the step counts back into torch."""
+        import torch
+
+        opt = self.optimizer
+        with torch.no_grad():
+            _unpack_into(self.layout, self.theta, [p.data for p in self.params])
+            for p, step in zip(self.params, self.steps, strict=True):
+                if step == 0:
+                    continue  # torch creates a tensor's state on its first step
+                if not opt.state.get(p):
+                    opt.state[p] = {
+                        "step": torch.tensor(0.0, dtype=torch.float32),
+                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    }
+            if all(self.steps > 0):
+                states = [opt.state[p] for p in self.params]
+                _unpack_into(self.layout, self.exp_avg, [s["exp_avg"] for s in states])
+                _unpack_into(self.layout, self.exp_avg_sq, [s["exp_avg_sq"] for s in states])
+                for st, step in zip(states, self.steps, strict=True):
+                    if isinstance(st["step"], torch.Tensor):
+                        st["step"].fill_(float(step))
+                    else:
+                        st["step"] = torch.tensor(float(step), dtype=torch.float32)

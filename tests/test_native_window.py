@@ -1,0 +1,186 @@
+"""The native window kernel: the same optimizer steps as PyTorch's sequence LSTM path, the
+torch objects left as torch would leave them, deterministic; the polishing phase and the
+early-stopping level that the window recipe uses."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from statetrain import runner
+from statetrain.callbacks import EarlyStopping
+from statetrain.checkpoint import load_checkpoint_file
+from statetrain.config import dataset_spec, grid_points, training_config, validate_config
+from statetrain.tasks.frequency.data import generate_split, save_array
+from statetrain.tasks.frequency.model import FrequencyLSTM
+from statetrain.tasks.frequency.native_window import WindowSession, supports_window
+
+
+def _batch(seed: int, n_b: int = 3, n_t: int = 400, n_in: int = 5, n_out: int = 1):
+    """Random inputs and a sine target per sequence (phase per sequence, per output)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_b, n_t, n_in)).astype(np.float32)
+    t = np.arange(n_t, dtype=np.float32)[None, :, None]
+    y = np.sin(2 * np.pi * t / 97 + rng.uniform(0, 6, (n_b, 1, n_out))).astype(np.float32)
+    return x, np.ascontiguousarray(y[..., 0] if n_out == 1 else y)
+
+
+def _torch_steps(model, opt, batches, lrs, clip):
+    crit = nn.MSELoss()
+    for (x, y), lr in zip(batches, lrs, strict=True):
+        for g in opt.param_groups:
+            g["lr"] = lr
+        out, _ = model(torch.from_numpy(x), None)
+        loss = crit(out, torch.from_numpy(y))
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(list(model.parameters()), clip if clip else math.inf)
+        opt.step()
+
+
+@pytest.mark.parametrize(
+    ("hidden", "optimizer", "clip", "n_out"),
+    [(16, "adam", 1.0, 1), (5, "adamw", 0.05, 1), (8, "adam", None, 3)],
+)
+def test_window_steps_match_pytorch(hidden, optimizer, clip, n_out):
+    torch.manual_seed(hidden)
+    a = FrequencyLSTM(5, hidden, forget_bias=2.0)
+    if n_out > 1:
+        a.fc = nn.Linear(hidden, n_out)
+    b = copy.deepcopy(a)
+    make = {
+        "adam": lambda p: torch.optim.Adam(p, lr=3e-3),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=3e-3, weight_decay=0.05),
+    }[optimizer]
+    opt_a, opt_b = make(a.parameters()), make(b.parameters())
+    batches = [_batch(i, n_out=n_out) for i in range(6)]
+    lrs = [3e-3, 3e-3, 2e-3, 2e-3, 1e-3, 1e-3]  # the curriculum changes the lr between steps
+    _torch_steps(a, opt_a, batches, lrs, clip)
+    session = WindowSession(b, opt_b, clip)
+    for (x, y), lr in zip(batches, lrs, strict=True):
+        loss, norm, applied = session.step(x, y, lr)
+        assert applied and math.isfinite(loss) and norm > 0
+    session.close()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        scale = float(pa.abs().max())
+        assert float((pa - pb).abs().max()) <= 1e-5 * scale, name
+        sa, sb = opt_a.state[pa], opt_b.state[pb]
+        assert float(sb["step"]) == float(sa["step"]) == 6
+        for key in ("exp_avg", "exp_avg_sq"):
+            tol = 1e-4 * float(sa[key].abs().max()) + 1e-12
+            assert float((sa[key] - sb[key]).abs().max()) <= tol, (name, key)
+
+
+def test_native_window_steps_are_deterministic():
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = FrequencyLSTM(5, 16, forget_bias=2.0)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        session = WindowSession(model, opt, 1.0)
+        losses = [session.step(*_batch(i, n_b=8), 3e-3)[0] for i in range(4)]
+        session.close()
+        runs.append((losses, [p.detach().clone() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    for pa, pb in zip(runs[0][1], runs[1][1], strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_a_non_finite_batch_is_skipped_and_changes_nothing():
+    torch.manual_seed(0)
+    model = FrequencyLSTM(5, 4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = _batch(0)
+    x[1, 17, 2] = np.nan
+    session = WindowSession(model, opt, 1.0)
+    loss, _, applied = session.step(x, y, 1e-3)
+    session.close()
+    assert not applied and not math.isfinite(loss)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert not opt.state  # no step taken, so torch would have created no state either
+
+
+def test_what_the_kernel_cannot_run_is_said_in_a_sentence():
+    two = FrequencyLSTM(5, 4, num_layers=2)
+    ok, why = supports_window(two, torch.optim.Adam(two.parameters()), nn.MSELoss(), 1.0)
+    assert not ok and "one LSTM layer" in why
+    one = FrequencyLSTM(5, 4)
+    ok, why = supports_window(one, torch.optim.Adam(one.parameters()), nn.L1Loss(), 1.0)
+    assert not ok and "MSELoss" in why
+    ok, why = supports_window(one, torch.optim.SGD(one.parameters(), lr=0.1), nn.MSELoss(), 1.0)
+    assert not ok and "Adam" in why
+
+
+# ------------------------------------------------------------------ the recipe's options
+
+
+@pytest.fixture(scope="module")
+def one_stream(tmp_path_factory):
+    cfg = validate_config({"data": {"duration_s": 0.3, "frequencies": [7, 5]}})
+    spec = {**dataset_spec(cfg, "spec"), "streams": [7]}
+    root = tmp_path_factory.mktemp("one")
+    paths = {}
+    for split in ("train", "validation", "test"):
+        paths[split] = root / f"{split}.npy"
+        save_array(generate_split(spec, split), paths[split])
+    return cfg, spec, paths
+
+
+def test_polishing_begins_when_the_streak_holds_at_the_full_stream(one_stream, tmp_path):
+    """A threshold every loss meets: the window grows to the stream (300 rows), then the
+    streak held there switches to the flat polish lr and its own number of draws."""
+    _, spec, paths = one_stream
+    cfg = validate_config(
+        {
+            "data": {"duration_s": 0.3, "frequencies": [7, 5]},
+            "training": {
+                "mode": "window",
+                "state_reset": "stream",
+                "hidden_size": 4,
+                "lr": 3e-3,
+                "epochs": 4,
+                "window": {
+                    "first": 100,
+                    "growth": 2.0,
+                    "streak": 2,
+                    "threshold": 100.0,
+                    "iterations": 5,
+                    "draws": 3,
+                    "polish_lr": 1e-5,
+                    "polish_draws": 1,
+                },
+            },
+        }
+    )
+    training = training_config(cfg, grid_points(cfg)[0], "spec")
+    metrics = runner.run("frequency", spec, training, paths, tmp_path / "p")
+    history = load_checkpoint_file(tmp_path / "p" / "last.pth")["history"]
+    # iterations 2, 4: 100 → 200 → 300 rows; iteration 6 holds the streak at 300: polish
+    assert history["window"][0] == 300
+    assert history["lr"][-1] == pytest.approx(1e-5, rel=1e-9)
+    assert max(history["lr"]) > 1e-4  # before polishing the lr cooled from 3e-3
+    state = load_checkpoint_file(tmp_path / "p" / "last.pth")["window_state"]
+    assert state["polishing"] is True
+    # rows per epoch: one stream × 300 rows × 1 draw × 5 iterations once polishing
+    assert metrics["engine"] == "native"
+
+
+class _History:
+    def __init__(self, values):
+        self.history = {"val_mse": values}
+
+
+def test_early_stopping_counts_its_patience_only_below_the_level():
+    plateau = [0.5, 0.49, 0.5, 0.5, 0.5, 0.5]  # no improvement for 4 epochs, never below 0.01
+    stop = EarlyStopping(patience=3, level=0.01)
+    assert stop.epochs_without_improvement(_History(plateau)) == 0
+    locked = [0.5, 0.005, 0.006, 0.007, 0.008]
+    assert stop.epochs_without_improvement(_History(locked)) == 3
+    assert EarlyStopping(patience=3).epochs_without_improvement(_History(plateau)) == 4
+    auc = EarlyStopping(patience=2, mode="max", level=0.9)
+    assert auc.epochs_without_improvement(_History([0.5, 0.6, 0.6, 0.6])) == 0
+    assert auc.epochs_without_improvement(_History([0.95, 0.9, 0.9])) == 2
