@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
-CORES ?= 1
+CORES ?= all
 
 .PHONY: help setup run quick test lint format bench figures clean lock
 
@@ -11,7 +11,7 @@ help:
 	@echo "make run    - set up .venv, run the default workflow (snakemake --cores $(CORES)), write the report"
 	@echo "make test   - set up .venv, run the whole test suite"
 	@echo "make quick  - the tiny end-to-end workflow (config/quick.yaml) into results/quick/"
-	@echo "make bench  - reference loop vs native engine (results/bench/bench.json), planning a 10,000-point grid (dag.json)"
+	@echo "make bench  - reference loop vs native engine (results/bench/bench.json), planning a 10,000-point grid (dag.json), window iterations torch vs native (window.json)"
 	@echo "make lint   - ruff, snakefmt --check, snakemake --lint"
 
 $(STAMP):
@@ -44,6 +44,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --out results/bench/bench.json
 	$(BIN)/python scripts/bench_dag.py --out results/bench/dag.json
+	$(BIN)/python scripts/bench_window.py --out results/bench/window.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src scripts tests
@@ -66,12 +67,10 @@ clean:
 # Copy the figures the README shows from the last `make run` into docs/figures/.
 figures:
 	mkdir -p docs/figures
-	cp results/plots/learnability.png docs/figures/learnability.png
-	cp results/sweep/learnability.md docs/figures/learnability.md
-	cp results/plots/w0/graph1.png docs/figures/graph1_w0.png
-	cp results/plots/spec/graph2.png docs/figures/graph2_spec.png
-	cp results/plots/experts/graph1.png docs/figures/graph1_experts.png
-	cp results/plots/experts/graph2.png docs/figures/graph2_experts.png
-	cp "results/runs/spec/seed~42/loss_curves.png" docs/figures/loss_curves_spec.png
-	cp "results/runs/f5/seed~7/loss_curves.png" docs/figures/loss_curves_f5.png
 	cp results/sweep/summary.csv docs/figures/summary.csv
+	cp results/sweep/headline.csv docs/figures/headline.csv
+	cp results/plots/assembled/graph1.png docs/figures/graph1_assembled.png
+	cp results/plots/assembled/graph2.png docs/figures/graph2_assembled.png
+	cp results/plots/spec/graph2.png docs/figures/graph2_spec.png
+	cp "results/runs/spec/seed~42/loss_curves.png" docs/figures/loss_curves_spec.png
+	cp "results/runs/f1/seed~1/loss_curves.png" docs/figures/loss_curves_f1.png

@@ -254,6 +254,21 @@ def test_a_seed_grid_plans_one_chain_per_seed(tmp_path):
     assert "runs/asm/seed~2/metrics.json" in select["input"]
 
 
+@pytest.mark.workflow
+def test_a_chain_whose_grid_points_do_not_meet_is_refused_before_any_job(tmp_path):
+    """The fine-tune's own grid has seeds the assembly has no run for: one paragraph, no job."""
+    cfg = _with(grid={"seed": [1, 2]})
+    del cfg["datasets"]["f3"]["training"]
+    cfg["datasets"]["joint"]["grid"] = {"seed": [5, 6]}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "-n", "--configfile", str(path), check=False)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "'asm' has no run at grid point seed~5" in said and "same grid" in said
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """The rule chain at toy size (two frequencies, 4-unit experts, 2 epochs each)."""

@@ -169,3 +169,29 @@ def test_a_classifier_test_path_alone_is_the_benchmark_split_not_a_partial_set()
     assert dataset_spec(ok, "d")["test_path"] == "t.npy"
     with pytest.raises(ConfigError, match="some but not all of its files"):
         validate_config({"datasets": {"d": {"test_path": "t.npy"}}})
+
+
+def test_a_dataset_may_have_its_own_grid_over_the_same_keys():
+    """The default experiment's chain fans out over seeds while the seed-loop baseline runs
+    once: datasets.<name>.grid replaces `grid` for that dataset's runs."""
+    cfg = validate_config(
+        {
+            "datasets": {"spec": {"grid": {}}, "w0": {"phase_jitter": 0, "grid": {"seed": [9]}}},
+            "grid": {"seed": [1, 2, 3]},
+            "training": {"seed": 42},
+        }
+    )
+    assert grid_points(cfg) == [{"seed": 1}, {"seed": 2}, {"seed": 3}]
+    assert grid_points(cfg, "spec") == [{"seed": 42}]
+    assert grid_points(cfg, "w0") == [{"seed": 9}]
+    assert "grid" not in dataset_spec(cfg, "w0")
+    for bad in ({"hidden_size": [8, 16]}, {"seed": [1], "lr": [0.1]}):
+        with pytest.raises(ConfigError, match="datasets.spec.grid varies") as exc:
+            validate_config({"datasets": {"spec": {"grid": bad}}, "grid": {"seed": [1, 2]}})
+        assert "\n" not in str(exc.value)
+    with pytest.raises(ConfigError, match="datasets.spec.grid"):  # {} stands for seed
+        validate_config({"datasets": {"spec": {"grid": {}}}, "grid": {"lr": [0.1, 0.2]}})
+    with pytest.raises(ConfigError, match="hidden_size"):  # its values are checked as well
+        validate_config(
+            {"datasets": {"spec": {"grid": {"hidden_size": [0]}}}, "grid": {"hidden_size": [8]}}
+        )

@@ -130,10 +130,11 @@ def one_stream(tmp_path_factory):
     return cfg, spec, paths
 
 
-def test_polishing_begins_when_the_streak_holds_at_the_full_stream(one_stream, tmp_path):
-    """A threshold every loss meets: the window grows to the stream (300 rows), then the
-    streak held there switches to the flat polish lr and its own number of draws."""
+def test_polishing_begins_once_frozen_validation_reaches_its_level(one_stream, tmp_path):
+    """A level every validation meets: epoch 1 trains on the cooling lr, every later epoch on
+    the flat polish lr with its own number of draws; a resumed run keeps polishing."""
     _, spec, paths = one_stream
+    window = {"first": 100, "iterations": 3, "draws": 3, "polish_lr": 1e-5, "polish_at": 10.0}
     cfg = validate_config(
         {
             "data": {"duration_s": 0.3, "frequencies": [7, 5]},
@@ -142,31 +143,27 @@ def test_polishing_begins_when_the_streak_holds_at_the_full_stream(one_stream, t
                 "state_reset": "stream",
                 "hidden_size": 4,
                 "lr": 3e-3,
-                "epochs": 4,
-                "window": {
-                    "first": 100,
-                    "growth": 2.0,
-                    "streak": 2,
-                    "threshold": 100.0,
-                    "iterations": 5,
-                    "draws": 3,
-                    "polish_lr": 1e-5,
-                    "polish_draws": 1,
-                },
+                "epochs": 3,
+                "window": {**window, "polish_draws": 1},
             },
         }
     )
     training = training_config(cfg, grid_points(cfg)[0], "spec")
     metrics = runner.run("frequency", spec, training, paths, tmp_path / "p")
-    history = load_checkpoint_file(tmp_path / "p" / "last.pth")["history"]
-    # iterations 2, 4: 100 → 200 → 300 rows; iteration 6 holds the streak at 300: polish
-    assert history["window"][0] == 300
-    assert history["lr"][-1] == pytest.approx(1e-5, rel=1e-9)
-    assert max(history["lr"]) > 1e-4  # before polishing the lr cooled from 3e-3
-    state = load_checkpoint_file(tmp_path / "p" / "last.pth")["window_state"]
-    assert state["polishing"] is True
-    # rows per epoch: one stream × 300 rows × 1 draw × 5 iterations once polishing
+    ckpt = load_checkpoint_file(tmp_path / "p" / "last.pth")
+    assert ckpt["history"]["lr"][0] == pytest.approx(3e-3, rel=1e-6)  # first window: base lr
+    assert ckpt["history"]["lr"][1:] == pytest.approx([1e-5, 1e-5], rel=1e-9)
+    assert ckpt["window_state"]["polishing"] is True
     assert metrics["engine"] == "native"
+    # resumed for two more epochs: still polishing, as an uninterrupted run would be
+    runner.run("frequency", spec, {**training, "epochs": 5}, paths, tmp_path / "p")
+    history = load_checkpoint_file(tmp_path / "p" / "last.pth")["history"]
+    assert history["lr"][3:] == pytest.approx([1e-5, 1e-5], rel=1e-9)
+    # a level no validation reaches: no polishing
+    never = {**training, "window": {**training["window"], "polish_at": 0.0}}
+    runner.run("frequency", spec, never, paths, tmp_path / "n")
+    history = load_checkpoint_file(tmp_path / "n" / "last.pth")["history"]
+    assert min(history["lr"]) > 1e-4
 
 
 class _History:

@@ -119,7 +119,7 @@ def test_default_experiment_dag_and_lint(tmp_path):
     )
     assert dry.returncode == 0, dry.stderr
     cfg = load_config(ROOT / "config" / "config.yaml")
-    n_runs = len(cfg["datasets"]) * len(grid_points(cfg))
+    n_runs = sum(len(grid_points(cfg, name)) for name in cfg["datasets"])
     assert f"train                  {n_runs}" in dry.stdout or f"train {n_runs}" in " ".join(
         dry.stdout.split()
     )

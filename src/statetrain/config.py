@@ -81,6 +81,10 @@ def schema(task: str = "frequency") -> dict[str, Any]:
     for sub in overrides["properties"].values():
         sub.pop("default", None)
     scenario["properties"]["training"] = overrides
+    own_grid = copy.deepcopy(sch["properties"]["grid"])  # a scenario's own grid (grid_of)
+    own_grid.pop("default", None)
+    own_grid["description"] = "This dataset's own grid, replacing `grid` for its runs."
+    scenario["properties"]["grid"] = own_grid
     return sch
 
 
@@ -246,6 +250,7 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     for name in cfg["datasets"]:
         cfg["datasets"][name] = cfg["datasets"][name] or {}
         dataset_spec(cfg, name)  # parse every scenario now: a bad one fails before any job
+    _check_dataset_grids(cfg)
     grid_points(cfg)
     if task != "frequency" and cfg["experts"]:
         raise ConfigError(f"`experts` combines frequency-task datasets; remove it for task {task}.")
@@ -294,6 +299,7 @@ def dataset_spec(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
     spec = copy.deepcopy(dict(cfg["data"]))
     deep_update(spec, cfg["datasets"][name] or {})
     spec.pop("training", None)  # a scenario's training overrides: see training_config
+    spec.pop("grid", None)  # a scenario's own grid: see grid_of
     from .tasks import task_class
 
     # What the schema cannot say of one scenario (sums, combinations, physics): the task's.
@@ -370,16 +376,15 @@ def user_paths(spec: Mapping[str, Any]) -> dict[str, str]:
     return {s: spec[f"{s}_path"] for s in SPLITS if f"{s}_path" in spec}
 
 
-def grid_points(
-    cfg: Mapping[str, Any], dataset: str | None = None, *, check: bool = True
-) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, in a stable order.
+def grid_of(cfg: Mapping[str, Any], dataset: str | None = None) -> dict[str, list]:
+    """The grid a dataset's runs fan out over: its own `grid` where the scenario sets one,
+    else the config's `grid`."""
+    scenario = (cfg["datasets"].get(dataset) or {}) if dataset else {}
+    grid = scenario["grid"] if "grid" in scenario else cfg.get("grid")
+    return dict(grid or {})
 
-    An empty grid means one run at the `training` values; it is named by its seed (the
-    dataset's own `training.seed` when the scenario overrides it) so that the run directory
-    still says what it is.
-    """
-    grid = cfg.get("grid") or {}
+
+def _points(cfg: Mapping[str, Any], grid: Mapping[str, list], dataset: str | None) -> list:
     if grid:
         size = math.prod(len(v) for v in grid.values())
         if size > MAX_GRID_POINTS:
@@ -388,30 +393,61 @@ def grid_points(
                 "a training run. Split the sweep into several configs or use fewer values."
             )
         keys = list(grid)
-        points = [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*grid.values())]
-    else:
-        scenario = (cfg["datasets"].get(dataset) or {}) if dataset else {}
-        seed = (scenario.get("training") or {}).get("seed", cfg["training"]["seed"])
-        points = [{"seed": seed}]
-    datasets = [dataset] if dataset else list(cfg["datasets"])
+        return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*grid.values())]
+    scenario = (cfg["datasets"].get(dataset) or {}) if dataset else {}
+    seed = (scenario.get("training") or {}).get("seed", cfg["training"]["seed"])
+    return [{"seed": seed}]
+
+
+def grid_points(
+    cfg: Mapping[str, Any], dataset: str | None = None, *, check: bool = True
+) -> list[dict[str, Any]]:
+    """Every combination of the grid's values (the dataset's own grid where it has one), in a
+    stable order.
+
+    An empty grid means one run at the `training` values; it is named by its seed (the
+    dataset's own `training.seed` when the scenario overrides it) so that the run directory
+    still says what it is.
+    """
+    points = _points(cfg, grid_of(cfg, dataset), dataset)
     if check:  # each point must give a valid training section (validate_config checks once)
-        overrides: dict[str, str] = {}
-        for name in datasets:  # datasets with the same training overrides check alike
-            key = json.dumps((cfg["datasets"].get(name) or {}).get("training"), sort_keys=True)
-            overrides.setdefault(key, name)
-        for name in overrides.values():
+        groups: dict[str, str] = {}
+        for name in [dataset] if dataset else list(cfg["datasets"]):
+            # datasets with the same training overrides and the same grid check alike
+            scenario = cfg["datasets"].get(name) or {}
+            key = json.dumps([scenario.get("training"), grid_of(cfg, name)], sort_keys=True)
+            groups.setdefault(key, name)
+        for name in groups.values():
+            grid = grid_of(cfg, name)
+            own = _points(cfg, grid, name)
             # The schema constrains each training key on its own (no rule spans two keys), so
             # checking every grid value once against the schema checks every combination: a
             # 10,000-point grid costs tens of validations, not 10,000. Rules that span keys
             # (window mode) run per point below, in plain Python.
             for key, values in grid.items():
                 for value in values:
-                    training_config(cfg, {**points[0], key: value}, name)
+                    training_config(cfg, {**own[0], key: value}, name)
             if not grid:
-                training_config(cfg, points[0], name)
-            for point in points:
+                training_config(cfg, own[0], name)
+            for point in own:
                 training_config(cfg, point, name, check=False)
     return points
+
+
+def _check_dataset_grids(cfg: Mapping[str, Any]) -> None:
+    """A dataset's own grid must vary the keys the config's grid varies (an empty grid stands
+    for `seed`): every run directory of an experiment is named by the same keys."""
+    keys = sorted(cfg.get("grid") or {}) or ["seed"]
+    for name, scenario in cfg["datasets"].items():
+        if scenario and "grid" in scenario:
+            own = sorted(scenario["grid"] or {}) or ["seed"]
+            if own != keys:
+                raise ConfigError(
+                    f"datasets.{name}.grid varies {', '.join(own)}, but the config's grid "
+                    f"varies {', '.join(keys)}: run directories are named by the config's grid "
+                    "keys, so a dataset's own grid must use the same keys (other values, or {} "
+                    "for one run when the config's grid varies only seed). Change one of them."
+                )
 
 
 @functools.cache

@@ -43,7 +43,8 @@ class WindowCurriculum:
     draws: int = 8  # fresh noise draws of every stream per iteration
     iterations: int = 100  # optimizer steps per epoch
     lr_floor: float = 2e-4  # lr = max(base_lr · sqrt(first / window), lr_floor)
-    polish_lr: float = 0.0  # > 0: the flat lr once the streak holds at full length
+    polish_lr: float = 0.0  # > 0: the flat lr once frozen validation has reached polish_at
+    polish_at: float = 0.0  # the frozen validation MSE that starts polishing
     polish_draws: int = 0  # draws per iteration while polishing (0 = draws)
     seed: int = 0
     spec: Mapping[str, Any] | None = None  # data generator parameters; None = the training file
@@ -59,7 +60,7 @@ class WindowCurriculum:
         """The curriculum of a validated `training.window` section (every task builds it so;
         a section saved before a key existed takes that key's default)."""
         keys = ("first", "growth", "streak", "threshold", "draws", "iterations", "lr_floor")
-        keys += ("polish_lr", "polish_draws")
+        keys += ("polish_lr", "polish_at", "polish_draws")
         return cls(**{k: window[k] for k in keys if k in window}, seed=int(seed), spec=spec)
 
     # ------------------------------------------------------------------ state
@@ -124,6 +125,27 @@ class WindowCurriculum:
         return int(np.diff(np.append(trainer.train_split.starts, len(trainer.train_split))).min())
 
     # ------------------------------------------------------------------ one epoch
+    def _maybe_polish(self, trainer: Any, epoch: int) -> None:
+        """Enter the polishing phase once the last frozen validation reached ``polish_at``.
+
+        The oscillator has locked over the whole stream by then, and the cooling lr (≈ 1e-3)
+        would throw it about: frozen validation swings by orders of magnitude from one check
+        to the next. A low flat lr keeps the locked state and refines it. Read from the
+        history, so a resumed run decides as an uninterrupted one did.
+        """
+        values = trainer.history.get("val_mse") or []
+        last = values[-1] if values else None
+        if self.polishing or not self.polish_lr or last is None or not last < self.polish_at:
+            return
+        log.info(
+            "epoch %d: frozen validation %.6g < %g, polishing at lr %g from here on",
+            epoch,
+            last,
+            self.polish_at,
+            self.polish_lr,
+        )
+        self.polishing, self.held = True, 0
+
     @staticmethod
     def _torch_step(
         trainer: Any, params: list, x: np.ndarray, y: np.ndarray
@@ -147,6 +169,7 @@ class WindowCurriculum:
 
         model, opt = trainer.model, trainer.optimizer
         max_len = self._max_len(trainer)
+        self._maybe_polish(trainer, epoch)
         if not self.window:
             self.window = self._start_window(max_len)
             self.base_lr = float(opt.param_groups[0]["lr"])
@@ -183,17 +206,6 @@ class WindowCurriculum:
                         "epoch %d iteration %d: window %d → %d", epoch, it + 1, self.window, grown
                     )
                     self.window, self.held = grown, 0
-                elif self.held >= self.streak and self.polish_lr > 0 and not self.polishing:
-                    # locked over the whole stream: polish at a low flat lr from here on
-                    log.info(
-                        "epoch %d iteration %d: streak held at the full window %d; polishing "
-                        "at lr %g",
-                        epoch,
-                        it + 1,
-                        self.window,
-                        self.polish_lr,
-                    )
-                    self.polishing, self.held = True, 0
         finally:
             if session is not None:
                 session.close()
