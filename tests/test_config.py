@@ -186,10 +186,10 @@ def test_a_dataset_may_have_its_own_grid_over_the_same_keys():
     assert grid_points(cfg, "w0") == [{"seed": 9}]
     assert "grid" not in dataset_spec(cfg, "w0")
     for bad in ({"hidden_size": [8, 16]}, {"seed": [1], "lr": [0.1]}):
-        with pytest.raises(ConfigError, match="datasets.spec.grid varies") as exc:
+        with pytest.raises(ConfigError, match=r"datasets\.spec\.grid varies") as exc:
             validate_config({"datasets": {"spec": {"grid": bad}}, "grid": {"seed": [1, 2]}})
         assert "\n" not in str(exc.value)
-    with pytest.raises(ConfigError, match="datasets.spec.grid"):  # {} stands for seed
+    with pytest.raises(ConfigError, match=r"datasets\.spec\.grid"):  # {} stands for seed
         validate_config({"datasets": {"spec": {"grid": {}}}, "grid": {"lr": [0.1, 0.2]}})
     with pytest.raises(ConfigError, match="hidden_size"):  # its values are checked as well
         validate_config(
