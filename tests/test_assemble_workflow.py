@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -276,7 +277,7 @@ def tiny_run(tmp_path_factory) -> Path:
     cfg = workdir / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
     res = "results/tinyasm"
-    targets = [f"{res}/best/joint/best_model.pth", f"{res}/best/asm/metrics.json"]
+    targets = [f"{res}/best/joint/best_model.pth", f"{res}/sweep/summary.csv"]
     snakemake(workdir, *targets, "--configfile", str(cfg))
     return workdir / res
 
@@ -302,6 +303,12 @@ def test_the_assemble_rule_writes_the_librarys_assembly(tiny_run):
             scores[split]["overall"]["mse"], rel=1e-6
         )
     assert np.isfinite(metrics["test"]["1hz"]["mse"]) and metrics["grid_point"] == "seed~42"
+    # a row of summary.csv like any run: the assembly at its grid point, selected
+    summary = pd.read_csv(tiny_run / "sweep/summary.csv")
+    (row,) = summary[summary.dataset == "asm"].itertuples()
+    assert row.grid_point == "seed~42" and row.selected
+    assert row.technique == "window-trained experts assembled into one LSTM"
+    assert row.test_mse == pytest.approx(metrics["test"]["overall"]["mse"], rel=1e-6)
 
 
 @pytest.mark.workflow

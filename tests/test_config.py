@@ -18,7 +18,7 @@ from statetrain.tasks.frequency.validation import parse_angle
 from .conftest import ROOT
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "quick.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "quick.yaml", "learnability.yaml"])
 def test_shipped_configs_are_valid(name):
     cfg = load_config(ROOT / "config" / name)
     assert "spec" in cfg["datasets"]

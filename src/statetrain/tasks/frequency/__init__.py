@@ -317,10 +317,10 @@ def _lstm_args(args: Mapping[str, Any]) -> dict[str, int]:
 
 def technique(metrics: Mapping[str, Any]) -> str:
     """How a run was trained, in words: the learnability table's row label."""
-    if metrics["grid_point"] == "experts":
-        return "window training, one expert per frequency"
-    if metrics["grid_point"] == "assembled":
+    if "assembly" in metrics:  # rule assemble_experts, at any grid point
         return "window-trained experts assembled into one LSTM"
+    if "members" in metrics:  # rule combine_experts
+        return "window training, one expert per frequency"
     training = metrics["training"]
     if training.get("init_from"):
         return f"{training.get('mode', 'online')} training from given weights (init_from)"
