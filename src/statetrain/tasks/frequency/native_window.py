@@ -36,6 +36,7 @@ from .native import (
     _pack,
     _unpack_into,
     _views,
+    flush_denormals,
     njit,
     supports,
 )
@@ -372,19 +373,20 @@ class WindowSession:
             raise ValueError(f"x must be (batch, steps, {self.layout.n_in}), got shape {x.shape}")
         self.hyper[0] = float(lr)
         lay = self.layout
-        _window_step(
-            x,
-            y,
-            self.theta,
-            self.grad,
-            self.exp_avg,
-            self.exp_avg_sq,
-            self.steps,
-            lay.lay,
-            lay.hid,
-            self.hyper,
-            self._out,
-        )
+        with flush_denormals():
+            _window_step(
+                x,
+                y,
+                self.theta,
+                self.grad,
+                self.exp_avg,
+                self.exp_avg_sq,
+                self.steps,
+                lay.lay,
+                lay.hid,
+                self.hyper,
+                self._out,
+            )
         return float(self._out[0]), float(self._out[1]), bool(self._out[2])
 
     def close(self) -> None:
