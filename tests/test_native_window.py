@@ -181,3 +181,18 @@ def test_early_stopping_counts_its_patience_only_below_the_level():
     auc = EarlyStopping(patience=2, mode="max", level=0.9)
     assert auc.epochs_without_improvement(_History([0.5, 0.6, 0.6, 0.6])) == 0
     assert auc.epochs_without_improvement(_History([0.95, 0.9, 0.9])) == 2
+
+
+def test_auto_takes_the_kernel_only_where_it_is_faster(one_stream, tmp_path):
+    """Measured (scripts/bench_window.py): faster up to 32 units, slower at 64; `native` asked
+    for explicitly still runs it."""
+    _, spec, paths = one_stream
+    base = {"mode": "window", "state_reset": "stream", "epochs": 1}
+    base["window"] = {"first": 100, "iterations": 2, "draws": 1}
+    engines = {}
+    for hidden, engine in ((32, "auto"), (40, "auto"), (40, "native")):
+        cfg = validate_config({"training": {**base, "hidden_size": hidden, "engine": engine}})
+        training = training_config(cfg, grid_points(cfg)[0], "spec")
+        out = tmp_path / f"{hidden}{engine}"
+        engines[hidden, engine] = runner.run("frequency", spec, training, paths, out)["engine"]
+    assert engines == {(32, "auto"): "native", (40, "auto"): "torch", (40, "native"): "native"}

@@ -30,6 +30,10 @@ from .data import FrequencyDataset, stream_columns, stream_starts
 from .metrics import evaluate_streams, frequency_label
 
 log = logging.getLogger("statetrain")
+# `engine: auto` takes the native window kernel up to this size: measured 2.1-2.4× faster than
+# PyTorch at 16 units and 2 sequences, 1.2-1.5× at 8, but 0.8× at 64 units and 8 sequences,
+# where PyTorch's batched matrix products win (python scripts/bench_window.py).
+WINDOW_NATIVE_MAX_HIDDEN = 32
 
 STATE_RESETS = ("epoch", "stream")
 
@@ -237,6 +241,12 @@ class StatefulTrainer(EpochLoop):
             raise ValueError(f"engine must be auto, torch or native, got {requested!r}")
         if requested == "torch":
             return "torch", "requested"
+        hidden = getattr(self.model, "hidden_size", 0)
+        if requested == "auto" and self.window is not None and hidden > WINDOW_NATIVE_MAX_HIDDEN:
+            return "torch", (
+                f"auto: PyTorch's sequence LSTM is faster for window training above "
+                f"{WINDOW_NATIVE_MAX_HIDDEN} hidden units (scripts/bench_window.py)"
+            )
         ok, why = self._native_supported()
         if ok:
             return "native", "requested" if requested == "native" else "auto: options supported"
