@@ -196,3 +196,13 @@ def test_auto_takes_the_kernel_only_where_it_is_faster(one_stream, tmp_path):
         out = tmp_path / f"{hidden}{engine}"
         engines[hidden, engine] = runner.run("frequency", spec, training, paths, out)["engine"]
     assert engines == {(32, "auto"): "native", (40, "auto"): "torch", (40, "native"): "native"}
+
+
+def test_batches_of_the_wrong_shape_are_refused_by_name():
+    model = FrequencyLSTM(5, 4)
+    session = WindowSession(model, torch.optim.Adam(model.parameters()), 1.0)
+    x, y = _batch(0)
+    with pytest.raises(ValueError, match=r"x must be \(batch, steps, 5\)"):
+        session.step(x[:, :, :3], y, 1e-3)
+    with pytest.raises(ValueError, match="y must hold 1 target"):
+        session.step(x, y[:, :10], 1e-3)

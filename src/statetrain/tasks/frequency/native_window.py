@@ -365,12 +365,14 @@ class WindowSession:
         """One iteration on x (B, L, I), y (B, L) or (B, L, K): (loss, grad norm, applied)."""
         n_out = self.layout.n_out
         x = np.require(x, dtype=np.float32, requirements=("C", "A", "W"))
-        y = np.require(
-            np.asarray(y, dtype=np.float32).reshape(x.shape[0], x.shape[1], n_out),
-            requirements=("C", "A", "W"),
-        )
         if x.ndim != 3 or x.shape[2] != self.layout.n_in:
             raise ValueError(f"x must be (batch, steps, {self.layout.n_in}), got shape {x.shape}")
+        y = np.asarray(y, dtype=np.float32)
+        if y.size != x.shape[0] * x.shape[1] * n_out:
+            raise ValueError(
+                f"y must hold {n_out} target(s) per row of x {x.shape[:2]}, got shape {y.shape}"
+            )
+        y = np.require(y.reshape(x.shape[0], x.shape[1], n_out), requirements=("C", "A", "W"))
         self.hyper[0] = float(lr)
         lay = self.layout
         with flush_denormals():
