@@ -229,3 +229,37 @@ def final_outputs():
         outputs += [f"{PLOTS.format(dataset=dataset)}/{name}" for name in TASK.figures]
         outputs += run_files(dataset, "loss_curves.png")
     return outputs
+
+
+# Rule assemble_experts (assemble.smk): one grid point's experts -> one LSTM.
+def assembly_inputs(wildcards):
+    point = run_point(wildcards)
+    members = ASSEMBLIES[wildcards.dataset]["experts"]
+    data = DATA.format(dataset=wildcards.dataset)
+    return {
+        "models": [source_file(m, point, "best_model.pth") for m in members],
+        "metrics": [source_file(m, point, "metrics.json") for m in members],
+        "validation": split_file(wildcards.dataset, "validation"),
+        "test": split_file(wildcards.dataset, "test"),
+        "reports": [f"{data}/{s}.validation.json" for s in ("validation", "test")],
+    }
+
+
+def run_point(wildcards):
+    return grid_point_name(grid_point(wildcards))
+
+
+def assembly_members(wildcards):
+    return ASSEMBLIES[wildcards.dataset]["experts"]
+
+
+def assembly_member_streams(wildcards):
+    return [SPECS[m]["streams"][0] for m in assembly_members(wildcards)]
+
+
+def assembly_frequencies(wildcards):
+    return SPECS[wildcards.dataset]["frequencies"]
+
+
+def assembly_settings(wildcards):
+    return {k: v for k, v in ASSEMBLIES[wildcards.dataset].items() if k != "experts"}
