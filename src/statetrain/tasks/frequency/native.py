@@ -854,6 +854,77 @@ def _as_inputs(x, y=None, n_out: int = 1):
     return x, y
 
 
+@dataclass
+class AdamState:
+    """A model's parameters and its Adam/AdamW state as the kernels' flat float32 vectors.
+
+    ``of`` reads them from the torch objects (a tensor without state yet counts as zeros at
+    step 0, as torch creates it on the first step); ``write_back`` puts them back in torch's
+    own format, so a later torch step, ``optimizer.state_dict()`` or a checkpoint sees no
+    difference. Both kernels (the reference loop's and the window kernel) go through it.
+    """
+
+    layout: _Layout
+    params: list
+    theta: np.ndarray
+    exp_avg: np.ndarray
+    exp_avg_sq: np.ndarray
+    steps: np.ndarray  # one per tensor, flat order
+    hyper: np.ndarray  # float64: lr, beta1, beta2, eps, weight_decay, clip (<0: off), wd mode
+
+    @classmethod
+    def of(cls, model, optimizer, clip_grad_norm: float | None) -> AdamState:
+        import torch
+
+        layout = _layout(model)
+        params = [e[0] for e in layout.entries]
+        states = [optimizer.state.get(p, {}) for p in params]
+        pairs = list(zip(states, params, strict=True))
+        zeros = torch.zeros_like
+        group = optimizer.param_groups[0]
+        decoupled = bool(group.get("decoupled_weight_decay", False)) or isinstance(
+            optimizer, torch.optim.AdamW
+        )
+        wd = float(group["weight_decay"])
+        hyper = [float(group["lr"]), *(float(b) for b in group["betas"]), float(group["eps"])]
+        hyper += [wd, -1.0 if clip_grad_norm is None else float(clip_grad_norm)]
+        hyper.append(0 if wd == 0 else (2 if decoupled else 1))
+        return cls(
+            layout=layout,
+            params=params,
+            theta=_pack(layout, params),
+            exp_avg=_pack(layout, [st["exp_avg"] if st else zeros(p) for st, p in pairs]),
+            exp_avg_sq=_pack(layout, [st["exp_avg_sq"] if st else zeros(p) for st, p in pairs]),
+            steps=np.array([int(float(st["step"])) if st else 0 for st in states], np.int64),
+            hyper=np.array(hyper, dtype=np.float64),
+        )
+
+    def write_back(self, optimizer) -> None:
+        """Parameters always; the Adam state once a step has been taken (torch creates a
+        tensor's state on its first step)."""
+        import torch
+
+        with torch.no_grad():
+            _unpack_into(self.layout, self.theta, [p.data for p in self.params])
+            if not np.all(self.steps > 0):
+                return
+            for p in self.params:
+                if not optimizer.state.get(p):
+                    optimizer.state[p] = {
+                        "step": torch.tensor(0.0, dtype=torch.float32),
+                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    }
+            states = [optimizer.state[p] for p in self.params]
+            _unpack_into(self.layout, self.exp_avg, [st["exp_avg"] for st in states])
+            _unpack_into(self.layout, self.exp_avg_sq, [st["exp_avg_sq"] for st in states])
+            for st, step in zip(states, self.steps, strict=True):
+                if isinstance(st["step"], torch.Tensor):
+                    st["step"].fill_(float(step))
+                else:  # an old checkpoint's plain number
+                    st["step"] = torch.tensor(float(step), dtype=torch.float32)
+
+
 def train_epoch(
     model,
     optimizer,
@@ -875,7 +946,6 @@ def train_epoch(
     stream begins (needed for ``state_reset="stream"``). Raises ValueError when
     ``supports()`` refuses the options.
     """
-    import torch
 
     ok, why = supports(
         model,
@@ -913,34 +983,8 @@ def train_epoch(
     bounds, resets = _chunk_bounds(n_rows, stream_starts, tbptt_steps, state_reset)
     n_chunks = len(bounds) - 1
 
-    group = optimizer.param_groups[0]
-    params = [e[0] for e in layout.entries]
-    states = [optimizer.state.get(p, {}) for p in params]
-    had_state = [len(st) > 0 for st in states]
-    theta = _pack(layout, params)
-    pairs = list(zip(states, params, strict=True))
-    # torch creates the state (zeros, step 0) on a tensor's first step
-    exp_avg = _pack(layout, [st["exp_avg"] if st else torch.zeros_like(p) for st, p in pairs])
-    exp_avg_sq = _pack(layout, [st["exp_avg_sq"] if st else torch.zeros_like(p) for st, p in pairs])
-    steps = np.array([int(float(st["step"])) if st else 0 for st in states], dtype=np.int64)
-
-    decoupled = bool(group.get("decoupled_weight_decay", False)) or isinstance(
-        optimizer, torch.optim.AdamW
-    )
-    wd = float(group["weight_decay"])
-    beta1, beta2 = (float(b) for b in group["betas"])
-    hyper = np.array(
-        [
-            float(group["lr"]),
-            beta1,
-            beta2,
-            float(group["eps"]),
-            wd,
-            -1.0 if clip_grad_norm is None else float(clip_grad_norm),
-            0 if wd == 0 else (2 if decoupled else 1),
-        ],
-        dtype=np.float64,
-    )
+    adam = AdamState.of(model, optimizer, clip_grad_norm)
+    theta, exp_avg, exp_avg_sq, steps = adam.theta, adam.exp_avg, adam.exp_avg_sq, adam.steps
 
     h_state = np.zeros((layout.n_layers, layout.hid), dtype=np.float32)
     c_state = np.zeros_like(h_state)
@@ -965,7 +1009,7 @@ def train_epoch(
             layout.n_layers,
             h_state,
             c_state,
-            hyper,
+            adam.hyper,
             int(max_bad_steps),
             chunk_loss,
             chunk_gn,
@@ -977,24 +1021,7 @@ def train_epoch(
         )
 
     updates = int(counters[_CNT_UPDATES])
-    with torch.no_grad():
-        _unpack_into(layout, theta, [p.data for p in params])
-        if updates:
-            for i, p in enumerate(params):
-                if not had_state[i]:
-                    optimizer.state[p] = {
-                        "step": torch.tensor(0.0, dtype=torch.float32),
-                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
-                    }
-            new_states = [optimizer.state[p] for p in params]
-            _unpack_into(layout, exp_avg, [s["exp_avg"] for s in new_states])
-            _unpack_into(layout, exp_avg_sq, [s["exp_avg_sq"] for s in new_states])
-            for st, step in zip(new_states, steps, strict=True):
-                if isinstance(st["step"], torch.Tensor):
-                    st["step"].fill_(float(step))
-                else:  # an old checkpoint's plain number
-                    st["step"] = torch.tensor(float(step), dtype=torch.float32)
+    adam.write_back(optimizer)
 
     done = int(counters[_CNT_CHUNKS])
     good = chunk_good[:done]

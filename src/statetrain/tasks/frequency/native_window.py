@@ -30,11 +30,9 @@ from .native import (
     _JIT_SUM,
     _ONE,
     _ZERO,
+    AdamState,
     _adam_consts,
     _adam_flat,
-    _layout,
-    _pack,
-    _unpack_into,
     _views,
     flush_denormals,
     njit,
@@ -330,35 +328,10 @@ class WindowSession:
     """
 
     def __init__(self, model, optimizer, clip_grad_norm: float | None) -> None:
-        import torch
-
-        self.model, self.optimizer = model, optimizer
-        self.layout = _layout(model)
-        self.params = [e[0] for e in self.layout.entries]
-        states = [optimizer.state.get(p, {}) for p in self.params]
-        pairs = list(zip(states, self.params, strict=True))
-        self.theta = _pack(self.layout, self.params)
-        zeros = torch.zeros_like
-        self.exp_avg = _pack(self.layout, [s["exp_avg"] if s else zeros(p) for s, p in pairs])
-        self.exp_avg_sq = _pack(self.layout, [s["exp_avg_sq"] if s else zeros(p) for s, p in pairs])
-        self.steps = np.array([int(float(s["step"])) if s else 0 for s in states], dtype=np.int64)
-        self.grad = np.zeros_like(self.theta)
-        group = optimizer.param_groups[0]
-        decoupled = bool(group.get("decoupled_weight_decay", False)) or isinstance(
-            optimizer, torch.optim.AdamW
-        )
-        wd = float(group["weight_decay"])
-        self.hyper = np.array(
-            [
-                float(group["lr"]),
-                *(float(b) for b in group["betas"]),
-                float(group["eps"]),
-                wd,
-                -1.0 if clip_grad_norm is None else float(clip_grad_norm),
-                0 if wd == 0 else (2 if decoupled else 1),
-            ],
-            dtype=np.float64,
-        )
+        self.optimizer = optimizer
+        self.adam = AdamState.of(model, optimizer, clip_grad_norm)
+        self.layout = self.adam.layout
+        self.grad = np.zeros_like(self.adam.theta)
         self._out = np.zeros(3, dtype=np.float32)
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, float, bool]:
@@ -373,46 +346,25 @@ class WindowSession:
                 f"y must hold {n_out} target(s) per row of x {x.shape[:2]}, got shape {y.shape}"
             )
         y = np.require(y.reshape(x.shape[0], x.shape[1], n_out), requirements=("C", "A", "W"))
-        self.hyper[0] = float(lr)
+        adam = self.adam
+        adam.hyper[0] = float(lr)
         lay = self.layout
         with flush_denormals():
             _window_step(
                 x,
                 y,
-                self.theta,
+                adam.theta,
                 self.grad,
-                self.exp_avg,
-                self.exp_avg_sq,
-                self.steps,
+                adam.exp_avg,
+                adam.exp_avg_sq,
+                adam.steps,
                 lay.lay,
                 lay.hid,
-                self.hyper,
+                adam.hyper,
                 self._out,
             )
         return float(self._out[0]), float(self._out[1]), bool(self._out[2])
 
     def close(self) -> None:
         """Write the parameters, the Adam moments and the step counts back into torch."""
-        import torch
-
-        opt = self.optimizer
-        with torch.no_grad():
-            _unpack_into(self.layout, self.theta, [p.data for p in self.params])
-            for p, step in zip(self.params, self.steps, strict=True):
-                if step == 0:
-                    continue  # torch creates a tensor's state on its first step
-                if not opt.state.get(p):
-                    opt.state[p] = {
-                        "step": torch.tensor(0.0, dtype=torch.float32),
-                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
-                    }
-            if all(self.steps > 0):
-                states = [opt.state[p] for p in self.params]
-                _unpack_into(self.layout, self.exp_avg, [s["exp_avg"] for s in states])
-                _unpack_into(self.layout, self.exp_avg_sq, [s["exp_avg_sq"] for s in states])
-                for st, step in zip(states, self.steps, strict=True):
-                    if isinstance(st["step"], torch.Tensor):
-                        st["step"].fill_(float(step))
-                    else:
-                        st["step"] = torch.tensor(float(step), dtype=torch.float32)
+        self.adam.write_back(self.optimizer)
