@@ -206,3 +206,15 @@ def test_batches_of_the_wrong_shape_are_refused_by_name():
         session.step(x[:, :, :3], y, 1e-3)
     with pytest.raises(ValueError, match="y must hold 1 target"):
         session.step(x, y[:, :10], 1e-3)
+
+
+def test_the_kernels_tanh_is_within_4e_7_of_the_true_one():
+    """The rational tanh the window kernel uses instead of libm (the README's figure)."""
+    from statetrain.tasks.frequency.native_window import _sigmoid, _tanh
+
+    x = np.linspace(-20, 20, 200_001).astype(np.float32)
+    approx = np.array([_tanh(v) for v in x[::50]], dtype=np.float64)
+    exact = np.tanh(x[::50].astype(np.float64))
+    assert np.max(np.abs(approx - exact)) < 4e-7
+    sig = np.array([_sigmoid(v) for v in x[::50]], dtype=np.float64)
+    assert np.max(np.abs(sig - 1 / (1 + np.exp(-x[::50].astype(np.float64))))) < 4e-7
