@@ -17,6 +17,7 @@ from statetrain.config import dataset_spec, grid_points, training_config, valida
 from statetrain.tasks.frequency.data import generate_split, save_array
 from statetrain.tasks.frequency.model import FrequencyLSTM
 from statetrain.tasks.frequency.native_window import WindowSession, supports_window
+from statetrain.tasks.frequency.window import WindowCurriculum
 
 
 def _batch(seed: int, n_b: int = 3, n_t: int = 400, n_in: int = 5, n_out: int = 1):
@@ -171,6 +172,21 @@ class _History:
         self.history = {"val_mse": values}
 
 
+def test_polishing_waits_for_a_streak_of_validations_below_its_level():
+    """One lucky validation at a short window does not start polishing when polish_streak
+    asks for more; a NaN validation breaks the streak."""
+    curriculum = WindowCurriculum(polish_lr=3e-5, polish_at=0.005, polish_streak=3)
+    for values in ([0.5, 0.001], [0.001, 0.02, 0.001, 0.001], [0.001, float("nan"), 0.001, 0.001]):
+        curriculum._maybe_polish(_History(values), epoch=len(values) + 1)
+        assert curriculum.polishing is False, values
+    curriculum._maybe_polish(_History([0.5, 0.004, 0.003, 0.001]), epoch=5)
+    assert curriculum.polishing is True
+    assert curriculum.learning_rate(first=400) == 3e-5
+    single = WindowCurriculum(polish_lr=3e-5, polish_at=0.005)  # the default streak: 1
+    single._maybe_polish(_History([0.5, 0.001]), epoch=3)
+    assert single.polishing is True
+
+
 def test_early_stopping_counts_its_patience_only_below_the_level():
     plateau = [0.5, 0.49, 0.5, 0.5, 0.5, 0.5]  # no improvement for 4 epochs, never below 0.01
     stop = EarlyStopping(patience=3, level=0.01)
@@ -178,6 +194,12 @@ def test_early_stopping_counts_its_patience_only_below_the_level():
     locked = [0.5, 0.005, 0.006, 0.007, 0.008]
     assert stop.epochs_without_improvement(_History(locked)) == 3
     assert EarlyStopping(patience=3).epochs_without_improvement(_History(plateau)) == 4
+    polished = _History([0.5, 0.001, 0.02, 0.01, 0.004, 0.003, 0.003])
+    polished.history["polishing"] = [False, False, False, False, True, True, True]
+    since = EarlyStopping(patience=3, since="polishing")
+    assert since.epochs_without_improvement(polished) == 3  # epochs 5-7, best (2) before them
+    polished.history["polishing"] = [False] * 7
+    assert since.epochs_without_improvement(polished) == 0  # not polishing yet: never counts
     auc = EarlyStopping(patience=2, mode="max", level=0.9)
     assert auc.epochs_without_improvement(_History([0.5, 0.6, 0.6, 0.6])) == 0
     assert auc.epochs_without_improvement(_History([0.95, 0.9, 0.9])) == 2

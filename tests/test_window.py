@@ -68,6 +68,24 @@ def test_window_mode_needs_per_stream_state():
         validate_config(
             {"training": {"mode": "window", "state_reset": "stream", "scheduler": {"type": "step"}}}
         )
+    # a patience counted from a polishing phase that never comes would never stop the run
+    stop = {"enabled": True, "after_polishing": True}
+    with pytest.raises(ConfigError, match="never polishes"):
+        validate_config(
+            {"training": {"mode": "window", "state_reset": "stream", "early_stopping": stop}}
+        )
+    polish = {"polish_lr": 3e-5}
+    cfg = validate_config(
+        {
+            "training": {
+                "mode": "window",
+                "state_reset": "stream",
+                "early_stopping": stop,
+                "window": polish,
+            }
+        }
+    )
+    assert cfg["training"]["early_stopping"]["after_polishing"] is True
 
 
 def test_a_per_frequency_expert_sees_the_full_mixture_and_learns(tmp_path):

@@ -48,7 +48,10 @@ class EarlyStopping(Callback):
 
     With ``level`` the patience counts only once the best value has reached it (below for
     mode min, above for max): window training sits on a plateau for thousands of iterations
-    before it locks, and a plain patience would stop it there. With ``restore_best_weights``
+    before it locks, and a plain patience would stop it there. With ``since`` (a history
+    column, e.g. window training's ``polishing``) the patience counts only from the first
+    epoch where that column is true: the cooling-lr phase swings too much to judge, the
+    polishing phase is what the patience is for. With ``restore_best_weights``
     the trainer's model ends with the best epoch's weights. Everything is read from the
     history, so a resumed run stops exactly where an uninterrupted one would.
     """
@@ -61,10 +64,12 @@ class EarlyStopping(Callback):
         mode: str = "min",
         restore_best_weights: bool = True,
         level: float | None = None,
+        since: str | None = None,
     ) -> None:
         self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
         self.restore_best_weights = restore_best_weights
         self.level = level
+        self.since = since
         self.stopped_epoch = 0
 
     def epochs_without_improvement(self, trainer: Any) -> int:
@@ -78,7 +83,14 @@ class EarlyStopping(Callback):
             )
             if not reached:
                 return 0
-        return len(values) - best_epoch if best_epoch else len(values)
+        counted_from = 0  # epochs before this one do not count
+        if self.since is not None:
+            flags = trainer.history.get(self.since) or []
+            first = next((i for i, flag in enumerate(flags) if flag), None)
+            if first is None:
+                return 0
+            counted_from = first
+        return len(values) - max(best_epoch, counted_from)
 
     def on_train_begin(self, trainer: Any) -> None:
         # A resumed run that had already stopped stays stopped, as an uninterrupted one would.

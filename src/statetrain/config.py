@@ -499,6 +499,14 @@ def training_config(
                 f"{where}: training.mode 'window' sets the learning rate itself "
                 "(it cools as the window grows); set training.scheduler.type: none."
             )
+    if training["early_stopping"].get("after_polishing") and not (
+        training["mode"] == "window" and training["window"]["polish_lr"] > 0
+    ):
+        raise ConfigError(
+            f"{where}: training.early_stopping.after_polishing counts the patience from the "
+            "first polishing epoch, and this run never polishes (it needs training.mode: "
+            "window and training.window.polish_lr > 0); set one, or after_polishing: false."
+        )
     return training
 
 

@@ -312,6 +312,7 @@ def _early_stopping(training: Mapping[str, Any]) -> list[Callback]:
             min_delta=stopping["min_delta"],
             mode=training["monitor_mode"],
             level=stopping.get("level"),
+            since="polishing" if stopping.get("after_polishing") else None,
             # The deployed model is always the best epoch (best_model.pth), so the run has
             # nothing to restore: the last epoch's weights only continue in last.pth.
             restore_best_weights=False,

@@ -45,6 +45,7 @@ class WindowCurriculum:
     lr_floor: float = 2e-4  # lr = max(base_lr · sqrt(first / window), lr_floor)
     polish_lr: float = 0.0  # > 0: the flat lr once frozen validation has reached polish_at
     polish_at: float = 0.0  # the frozen validation MSE that starts polishing
+    polish_streak: int = 1  # ... once that many validations in a row were below it
     polish_draws: int = 0  # draws per iteration while polishing (0 = draws)
     seed: int = 0
     spec: Mapping[str, Any] | None = None  # data generator parameters; None = the training file
@@ -60,7 +61,7 @@ class WindowCurriculum:
         """The curriculum of a validated `training.window` section (every task builds it so;
         a section saved before a key existed takes that key's default)."""
         keys = ("first", "growth", "streak", "threshold", "draws", "iterations", "lr_floor")
-        keys += ("polish_lr", "polish_at", "polish_draws")
+        keys += ("polish_lr", "polish_at", "polish_streak", "polish_draws")
         return cls(**{k: window[k] for k in keys if k in window}, seed=int(seed), spec=spec)
 
     # ------------------------------------------------------------------ state
@@ -126,22 +127,30 @@ class WindowCurriculum:
 
     # ------------------------------------------------------------------ one epoch
     def _maybe_polish(self, trainer: Any, epoch: int) -> None:
-        """Enter the polishing phase once the last frozen validation reached ``polish_at``.
+        """Enter the polishing phase once the last ``polish_streak`` frozen validations were
+        all below ``polish_at``.
 
         The oscillator has locked over the whole stream by then, and the cooling lr (≈ 1e-3)
         would throw it about: frozen validation swings by orders of magnitude from one check
-        to the next. A low flat lr keeps the locked state and refines it. Read from the
-        history, so a resumed run decides as an uninterrupted one did.
+        to the next. A low flat lr keeps the locked state and refines it. One validation is
+        not proof of a lock: at a 625-row window a 5 Hz expert scored 0.0015 once, polishing
+        froze it there and it stayed a weak oscillator (test 0.0054; docs/research/
+        assemble.md), hence the streak. Read from the history, so a resumed run decides as
+        an uninterrupted one did.
         """
         values = trainer.history.get("val_mse") or []
-        last = values[-1] if values else None
-        if self.polishing or not self.polish_lr or last is None or not last < self.polish_at:
+        recent = values[-max(self.polish_streak, 1) :]
+        if self.polishing or not self.polish_lr or len(recent) < max(self.polish_streak, 1):
+            return
+        if not all(v < self.polish_at for v in recent):  # NaN counts as not below
             return
         log.info(
-            "epoch %d: frozen validation %.6g < %g, polishing at lr %g from here on",
+            "epoch %d: frozen validation below %g for %d epoch(s) (last %.6g), polishing at "
+            "lr %g from here on",
             epoch,
-            last,
             self.polish_at,
+            len(recent),
+            recent[-1],
             self.polish_lr,
         )
         self.polishing, self.held = True, 0
