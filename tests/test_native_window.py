@@ -167,6 +167,66 @@ def test_polishing_begins_once_frozen_validation_reaches_its_level(one_stream, t
     assert min(history["lr"]) > 1e-4
 
 
+def _ema_training(engine, epochs=4):
+    cfg = validate_config(
+        {
+            "data": {"duration_s": 0.3, "frequencies": [7, 5]},
+            "training": {
+                "mode": "window",
+                "state_reset": "stream",
+                "hidden_size": 4,
+                "lr": 3e-3,
+                "epochs": epochs,
+                "engine": engine,
+                "window": {
+                    "first": 100,
+                    "iterations": 3,
+                    "draws": 2,
+                    "polish_lr": 1e-4,
+                    "polish_at": 10.0,
+                    "polish_ema": 0.5,
+                },
+            },
+        }
+    )
+    return training_config(cfg, grid_points(cfg)[0], "spec")
+
+
+def test_polishing_validates_and_saves_the_average_of_the_weights(one_stream, tmp_path):
+    """polish_ema: the model validated and saved is the moving average; the trained weights
+    travel in the checkpoint and training continues from them, so a resumed run is the
+    uninterrupted one bit for bit, and both engines average alike."""
+    _, spec, paths = one_stream
+    runs = {}
+    for engine in ("native", "torch"):
+        runner.run("frequency", spec, _ema_training(engine), paths, tmp_path / engine)
+        runs[engine] = load_checkpoint_file(tmp_path / engine / "last.pth")
+    native = runs["native"]
+    state = native["window_state"]
+    names = [n for n, _ in FrequencyLSTM(input_size=3, hidden_size=4).named_parameters()]
+    for name, average, raw in zip(names, state["average"], state["raw"], strict=True):
+        assert torch.equal(native["model_state_dict"][name], average), name
+        assert not torch.equal(average, raw), name  # the last iterate is kept apart
+    for name, value in native["model_state_dict"].items():
+        assert torch.allclose(runs["torch"]["model_state_dict"][name], value, atol=1e-5), name
+    # two epochs, then resumed for two more: the same as four straight
+    runner.run("frequency", spec, _ema_training("native", 2), paths, tmp_path / "r")
+    runner.run("frequency", spec, _ema_training("native"), paths, tmp_path / "r")
+    resumed = load_checkpoint_file(tmp_path / "r" / "last.pth")
+    for key, value in native["model_state_dict"].items():
+        assert torch.equal(resumed["model_state_dict"][key], value), key
+    for a, b in zip(state["raw"], resumed["window_state"]["raw"], strict=True):
+        assert torch.equal(a, b)
+    # a checkpoint whose average does not fit the model is refused, and not half-loaded
+    hostile = {**native, "window_state": {**state, "average": state["average"][:-1]}}
+    torch.save(hostile, tmp_path / "hostile.pth")
+    curriculum = WindowCurriculum(polish_ema=0.5)
+    model = FrequencyLSTM(input_size=3, hidden_size=4)
+    with pytest.raises(ValueError, match=r"window_state\.average"):
+        curriculum.load_state_dict(hostile["window_state"], params=list(model.parameters()))
+    assert curriculum.window == 0 and curriculum.average is None
+
+
 class _History:
     def __init__(self, values):
         self.history = {"val_mse": values}

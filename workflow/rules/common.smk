@@ -180,6 +180,13 @@ def train_params(wildcards):
     return TRAINING_SECTIONS[key]
 
 
+def train_priority(wildcards):
+    """Longest runs first: a run's epoch cap stands for its length (the 1 Hz experts' 2,000
+    against the others' 300), so that two cores do not end on one long run started last.
+    """
+    return int(train_params(wildcards)["epochs"])
+
+
 def run_labels(wildcards):
     return {
         "dataset": wildcards.dataset,

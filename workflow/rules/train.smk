@@ -20,6 +20,7 @@ rule train:
         f"{LOGS}/train/{{dataset}}/{GRID.wildcard_pattern}.log",
     wildcard_constraints:
         dataset=DATASET_RE,
+    priority: train_priority
     conda:
         "../envs/statetrain.yaml"
     threads: 1
@@ -31,6 +32,6 @@ rule train:
         task=config["task"],
         labels=run_labels,
         logging=config["logging"],
-        data=lambda wildcards: SPECS[wildcards.dataset],
+        data=lookup(within=SPECS, dpath="{dataset}"),
     script:
         "../../scripts/train.py"

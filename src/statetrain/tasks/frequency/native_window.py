@@ -37,7 +37,9 @@ from .native import (
     AdamState,
     _adam_consts,
     _adam_flat,
+    _pack,
     _segments,
+    _unpack_into,
     _views,
     flush_denormals,
     njit,
@@ -316,9 +318,23 @@ class WindowSession:
         self.layout = self.adam.layout
         self.grad = np.zeros_like(self.adam.theta)
         self._out = np.zeros(3, dtype=np.float32)
+        self._average: np.ndarray | None = None
+        self._average_into: list = []
 
-    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, float, bool]:
-        """One iteration on x (B, L, I), y (B, L) or (B, L, K): (loss, grad norm, applied)."""
+    def start_average(self, params: list, average: list) -> None:
+        """Keep an exponential moving average of the weights, starting from ``average`` (one
+        tensor per entry of ``params``, the model's trainable tensors), updated by ``step``
+        and written back into those tensors by ``close``."""
+        index = {id(p): i for i, p in enumerate(params)}
+        self._average_into = [average[index[id(p)]] for p in self.adam.params]
+        self._average = _pack(self.layout, self._average_into)
+
+    def step(
+        self, x: np.ndarray, y: np.ndarray, lr: float, average: float = 0.0
+    ) -> tuple[float, float, bool]:
+        """One iteration on x (B, L, I), y (B, L) or (B, L, K): (loss, grad norm, applied).
+        After an applied step the average (``start_average``) moves by ``average`` of the way
+        to the new weights."""
         n_out = self.layout.n_out
         x = np.require(x, dtype=np.float32, requirements=("C", "A", "W"))
         if x.ndim != 3 or x.shape[2] != self.layout.n_in:
@@ -346,8 +362,17 @@ class WindowSession:
                 adam.hyper,
                 self._out,
             )
-        return float(self._out[0]), float(self._out[1]), bool(self._out[2])
+        applied = bool(self._out[2])
+        if applied and self._average is not None:
+            self._average += np.float32(average) * (adam.theta - self._average)
+        return float(self._out[0]), float(self._out[1]), applied
 
     def close(self) -> None:
-        """Write the parameters, the Adam moments and the step counts back into torch."""
+        """Write the parameters, the Adam moments, the step counts and the average (if any)
+        back into torch."""
         self.adam.write_back(self.optimizer)
+        if self._average is not None:
+            import torch
+
+            with torch.no_grad():
+                _unpack_into(self.layout, self._average, self._average_into)

@@ -461,4 +461,5 @@ class StatefulTrainer(EpochLoop):
 
     def load_extra(self, ckpt: Mapping[str, Any]) -> None:
         if self.window is not None and ckpt.get("window_state"):
-            self.window.load_state_dict(ckpt["window_state"])
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            self.window.load_state_dict(ckpt["window_state"], params=params)

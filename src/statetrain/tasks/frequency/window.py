@@ -47,11 +47,14 @@ class WindowCurriculum:
     polish_at: float = 0.0  # the frozen validation MSE that starts polishing
     polish_streak: int = 1  # ... once that many validations in a row were below it
     polish_draws: int = 0  # draws per iteration while polishing (0 = draws)
+    polish_ema: float = 0.0  # > 0: while polishing, evaluate an EMA of the iterates (decay/it)
     seed: int = 0
     spec: Mapping[str, Any] | None = None  # data generator parameters; None = the training file
     window: int = 0  # current window (state)
     held: int = 0  # current streak (state)
     polishing: bool = False  # the final phase has begun (state)
+    average: list | None = None  # the EMA of the weights while polishing (state)
+    raw: list | None = None  # the trained weights while the model holds the average (state)
     base_lr: float = field(default=0.0)
 
     @classmethod
@@ -61,7 +64,7 @@ class WindowCurriculum:
         """The curriculum of a validated `training.window` section (every task builds it so;
         a section saved before a key existed takes that key's default)."""
         keys = ("first", "growth", "streak", "threshold", "draws", "iterations", "lr_floor")
-        keys += ("polish_lr", "polish_at", "polish_streak", "polish_draws")
+        keys += ("polish_lr", "polish_at", "polish_streak", "polish_draws", "polish_ema")
         return cls(**{k: window[k] for k in keys if k in window}, seed=int(seed), spec=spec)
 
     # ------------------------------------------------------------------ state
@@ -71,13 +74,37 @@ class WindowCurriculum:
             "held": self.held,
             "base_lr": self.base_lr,
             "polishing": self.polishing,
+            "average": self.average,
+            "raw": self.raw,
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any], params: list | None = None) -> None:
+        """Restore the curriculum; ``params`` (the model's trainable tensors) check that saved
+        weight lists fit the model before anything is changed."""
+        lists = {}
+        for key in ("average", "raw"):  # absent before polish_ema existed
+            value = state.get(key)
+            if value is not None and params is not None:
+                shapes = [tuple(p.shape) for p in params]
+                if (
+                    not isinstance(value, list | tuple)
+                    or [tuple(getattr(t, "shape", ())) for t in value] != shapes
+                ):
+                    raise ValueError(
+                        f"window_state.{key} does not hold one tensor per trainable "
+                        f"parameter of shapes {shapes}"
+                    )
+                if not all(
+                    isinstance(t, torch.Tensor) and t.dtype == p.dtype
+                    for t, p in zip(value, params, strict=True)
+                ):
+                    raise ValueError(f"window_state.{key} holds tensors of another dtype")
+            lists[key] = [t.detach().clone() for t in value] if value is not None else None
         self.window = int(state["window"])
         self.held = int(state["held"])
         self.base_lr = float(state["base_lr"])
         self.polishing = bool(state.get("polishing", False))  # absent before polishing existed
+        self.average, self.raw = lists["average"], lists["raw"]
 
     def learning_rate(self, first: int) -> float:
         """The lr of the next iteration: cooling with the window, flat once polishing."""
@@ -156,6 +183,15 @@ class WindowCurriculum:
         self.polishing, self.held = True, 0
 
     @staticmethod
+    def _swap(params: list, weights: list | None) -> None:
+        """Copy ``weights`` (one tensor per trainable parameter) into the model, if any."""
+        if weights is None:
+            return
+        with torch.no_grad():
+            for p, w in zip(params, weights, strict=True):
+                p.copy_(w)
+
+    @staticmethod
     def _torch_step(
         trainer: Any, params: list, x: np.ndarray, y: np.ndarray
     ) -> tuple[float, float]:
@@ -178,18 +214,25 @@ class WindowCurriculum:
 
         model, opt = trainer.model, trainer.optimizer
         max_len = self._max_len(trainer)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self._swap(params, self.raw)  # train the trained weights, not the average evaluated
+        self.raw = None
         self._maybe_polish(trainer, epoch)
+        if self.polishing and self.polish_ema > 0 and self.average is None:
+            self.average = [p.detach().clone() for p in params]  # the average starts here
         if not self.window:
             self.window = self._start_window(max_len)
             self.base_lr = float(opt.param_groups[0]["lr"])
         first = self._start_window(max_len)
-        params = [p for p in model.parameters() if p.requires_grad]
         model.train()
         session = None
+        averaging = self.polishing and self.polish_ema > 0
         if trainer.engine == "native":  # one compiled call per iteration (native_window.py)
             from .native_window import WindowSession
 
             session = WindowSession(model, opt, trainer.clip_grad_norm)
+            if averaging:
+                session.start_average(params, self.average)
         losses, norms, clipped, bad = [], [], 0, 0
         try:
             for it in range(self.iterations):
@@ -198,13 +241,17 @@ class WindowCurriculum:
                     group["lr"] = lr
                 x, y = self.batch(trainer, epoch, it)
                 if session is not None:
-                    value, gn, _ = session.step(x, y, lr)
+                    value, gn, _ = session.step(x, y, lr, average=1.0 - self.polish_ema)
                 else:
                     value, gn = self._torch_step(trainer, params, x, y)
                 if not (math.isfinite(value) and math.isfinite(gn)):
                     bad += 1
                     self.held = 0
                     continue
+                if averaging and session is None:
+                    with torch.no_grad():
+                        for a, p in zip(self.average, params, strict=True):
+                            a.lerp_(p.detach(), 1.0 - self.polish_ema)
                 losses.append(value)
                 norms.append(gn)
                 clipped += trainer.clip_grad_norm is not None and gn > trainer.clip_grad_norm
@@ -218,6 +265,9 @@ class WindowCurriculum:
         finally:
             if session is not None:
                 session.close()
+        if averaging:  # validation and the checkpoint see the average; next epoch trains on
+            self.raw = [p.detach().clone() for p in params]
+            self._swap(params, self.average)
         n = max(len(losses), 1)
         return EpochStats(
             loss=float(np.mean(losses)) if losses else float("nan"),
