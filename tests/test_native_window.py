@@ -232,19 +232,24 @@ class _History:
         self.history = {"val_mse": values}
 
 
-def test_polishing_waits_for_a_streak_of_validations_below_its_level():
+def test_polishing_waits_for_a_streak_of_validations_and_a_long_enough_window():
     """One lucky validation at a short window does not start polishing when polish_streak
-    asks for more; a NaN validation breaks the streak."""
-    curriculum = WindowCurriculum(polish_lr=3e-5, polish_at=0.005, polish_streak=3)
+    and polish_window ask for more; a NaN validation breaks the streak."""
+    curriculum = WindowCurriculum(polish_lr=3e-5, polish_at=0.005, polish_streak=3, window=400)
     for values in ([0.5, 0.001], [0.001, 0.02, 0.001, 0.001], [0.001, float("nan"), 0.001, 0.001]):
-        curriculum._maybe_polish(_History(values), epoch=len(values) + 1)
+        curriculum._maybe_polish(_History(values), epoch=len(values) + 1, max_len=10_000)
         assert curriculum.polishing is False, values
-    curriculum._maybe_polish(_History([0.5, 0.004, 0.003, 0.001]), epoch=5)
+    curriculum._maybe_polish(_History([0.5, 0.004, 0.003, 0.001]), epoch=5, max_len=10_000)
     assert curriculum.polishing is True
     assert curriculum.learning_rate(first=400) == 3e-5
-    single = WindowCurriculum(polish_lr=3e-5, polish_at=0.005)  # the default streak: 1
-    single._maybe_polish(_History([0.5, 0.001]), epoch=3)
+    single = WindowCurriculum(polish_lr=3e-5, polish_at=0.005, window=400)  # streak 1: default
+    single._maybe_polish(_History([0.5, 0.001]), epoch=3, max_len=10_000)
     assert single.polishing is True
+    short = WindowCurriculum(polish_lr=3e-5, polish_at=0.005, polish_window=3000, window=2999)
+    short._maybe_polish(_History([0.001]), epoch=2, max_len=10_000)
+    assert short.polishing is False  # the window is still too short
+    short._maybe_polish(_History([0.001]), epoch=2, max_len=2999)
+    assert short.polishing is True  # ... but it is the whole stream
 
 
 def test_early_stopping_counts_its_patience_only_below_the_level():
