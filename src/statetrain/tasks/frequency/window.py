@@ -42,7 +42,8 @@ class WindowCurriculum:
     threshold: float = 0.005  # training-loss level that counts towards the streak
     draws: int = 8  # fresh noise draws of every stream per iteration
     iterations: int = 100  # optimizer steps per epoch
-    lr_floor: float = 2e-4  # lr = max(base_lr · sqrt(first / window), lr_floor)
+    lr_floor: float = 2e-4  # lr = max(base_lr · (first / window) ** lr_power, lr_floor)
+    lr_power: float = 0.5  # 0.5: the lr cools with the square root of the window's growth
     polish_lr: float = 0.0  # > 0: the flat lr once frozen validation has reached polish_at
     polish_at: float = 0.0  # the frozen validation MSE that starts polishing
     polish_streak: int = 1  # ... once that many validations in a row were below it
@@ -66,7 +67,7 @@ class WindowCurriculum:
         a section saved before a key existed takes that key's default)."""
         keys = ("first", "growth", "streak", "threshold", "draws", "iterations", "lr_floor")
         keys += ("polish_lr", "polish_at", "polish_streak", "polish_window", "polish_draws")
-        keys += ("polish_ema",)
+        keys += ("polish_ema", "lr_power")
         return cls(**{k: window[k] for k in keys if k in window}, seed=int(seed), spec=spec)
 
     # ------------------------------------------------------------------ state
@@ -112,7 +113,11 @@ class WindowCurriculum:
         """The lr of the next iteration: cooling with the window, flat once polishing."""
         if self.polishing:
             return self.polish_lr
-        return max(self.base_lr * math.sqrt(first / self.window), self.lr_floor)
+        ratio = first / self.window
+        scale = (
+            math.sqrt(ratio) if self.lr_power == 0.5 else ratio**self.lr_power
+        )  # exact as before
+        return max(self.base_lr * scale, self.lr_floor)
 
     # ------------------------------------------------------------------ batches
     def _start_window(self, max_len: int) -> int:
