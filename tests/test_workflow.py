@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from statetrain.checkpoint import load_checkpoint_file
-from statetrain.config import grid_points, load_config
+from statetrain.config import grid_points, load_config, training_config
 from statetrain.scripting import grid_point_name
 
 from .conftest import PYTHON, QUICK, ROOT, snakemake, snakemake_cmd
@@ -120,6 +120,24 @@ def test_default_experiment_dag_and_lint(tmp_path):
     assert dry.returncode == 0, dry.stderr
     cfg = load_config(ROOT / "config" / "config.yaml")
     n_runs = sum(len(grid_points(cfg, name)) for name in cfg["datasets"])
+    # the longest runs (largest epoch cap: the 1 Hz experts) are scheduled first
+    plan = subprocess.run(
+        snakemake_cmd(tmp_path, "-n", "--configfile", str(ROOT / "config" / "config.yaml")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    priorities = dict(
+        re.findall(
+            r"output: results/runs/(\w+)/[^\n]*\n(?:\s+\w+:[^\n]*\n)*?\s+priority: (\d+)",
+            plan.stdout,
+        )
+    )
+    caps = {
+        name: training_config(cfg, grid_points(cfg, name)[0], name)["epochs"] for name in priorities
+    }
+    assert priorities and {k: int(v) for k, v in priorities.items()} == caps
+    assert max(caps, key=caps.get) == "f1"
     assert f"train                  {n_runs}" in dry.stdout or f"train {n_runs}" in " ".join(
         dry.stdout.split()
     )
