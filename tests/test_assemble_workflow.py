@@ -114,7 +114,8 @@ def test_a_killed_fine_tune_resumes_bit_identical_and_new_init_weights_restart(
     # set aside and the run starts afresh from the new weights, as a straight run does.
     _save(_assembled(1), init)
     _run(_fine_tune_cfg(init, epochs=3), small_paths, resumed)
-    assert (resumed / "last.pth.corrupt").is_file()
+    assert (resumed / "last.pth.previous").is_file()  # a sound run of the old start: kept
+    assert not (resumed / "last.pth.corrupt").exists()
     fresh = tmp_path / "fresh"
     _run(_fine_tune_cfg(init, epochs=3), small_paths, fresh)
     assert _same(_weights(fresh / "last.pth"), _weights(resumed / "last.pth"))

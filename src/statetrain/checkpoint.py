@@ -27,6 +27,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be written or read; the message says why and what to do."""
 
 
+class StaleCheckpointError(CheckpointError):
+    """A sound checkpoint of this run's configuration that no longer fits what the run starts
+    from (its ``init_from`` weights changed): kept as ``.previous``, not ``.corrupt``."""
+
+
 def versions() -> dict[str, str]:
     from . import __version__
 

@@ -24,7 +24,12 @@ import torch
 from torch import nn
 
 from .callbacks import Callback, ModelCheckpoint
-from .checkpoint import CheckpointError, load_checkpoint_file, save_checkpoint_file
+from .checkpoint import (
+    CheckpointError,
+    StaleCheckpointError,
+    load_checkpoint_file,
+    save_checkpoint_file,
+)
 from .metrics import MetricsTracker
 
 log = logging.getLogger("statetrain")
@@ -340,7 +345,8 @@ class EpochLoop:
             _set_rng_state(before["rng"])
             self.load_extra({"window_state": before["extra"]} if before["extra"] else {})
             detail = " ".join(str(exc).split())[:400] or type(exc).__name__
-            raise CheckpointError(
+            stale = isinstance(exc, StaleCheckpointError)
+            raise (StaleCheckpointError if stale else CheckpointError)(
                 f"Checkpoint '{checkpoint_path}' does not fit this model or run "
                 f"({self.model_args()}): {detail}"
             ) from None

@@ -32,7 +32,7 @@ from .callbacks import (
     TensorBoardLogger,
     flatten,
 )
-from .checkpoint import CheckpointError, load_checkpoint_file, load_model
+from .checkpoint import CheckpointError, StaleCheckpointError, load_checkpoint_file, load_model
 from .config import config_hash, identity
 from .io import write_json
 from .loop import EpochLoop, set_seed
@@ -101,6 +101,9 @@ def _try_resume(trainer: EpochLoop, last: Path, run_hash: str, epochs: int) -> N
         return
     try:
         trainer.load_checkpoint(last)
+    except StaleCheckpointError as exc:  # sound, but started from other init weights
+        _set_aside(last, ".previous", str(exc))
+        return
     except CheckpointError as exc:
         _set_aside(last, ".corrupt", str(exc))
         return

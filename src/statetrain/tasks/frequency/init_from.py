@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ...checkpoint import StaleCheckpointError
 from .model import FrequencyLSTM
 from .trainer import StatefulTrainer
 
@@ -35,6 +36,10 @@ log = logging.getLogger("statetrain")
 
 class InitFromError(ValueError):
     """`training.init_from` names a checkpoint this run cannot start from."""
+
+
+class InitChangedError(StaleCheckpointError):
+    """A run's last.pth started from other init weights than the run's init_from now holds."""
 
 
 def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
@@ -101,8 +106,8 @@ class InitialisedTrainer(StatefulTrainer):
     """A StatefulTrainer whose run started from given weights (``metadata['init_from']``).
 
     Resuming a ``last.pth`` that started from other weights is refused here (the runner then
-    sets it aside and starts afresh from the new ones): the run's configuration hash covers
-    the init checkpoint's path, not its contents.
+    sets it aside as ``.previous`` and starts afresh from the new ones): the run's
+    configuration hash covers the init checkpoint's path, not its contents.
     """
 
     def load_extra(self, ckpt: Mapping[str, Any]) -> None:
@@ -112,7 +117,7 @@ class InitialisedTrainer(StatefulTrainer):
         mine = self.metadata.get("init_from") or {}
         theirs = ckpt.get("init_from") or {}
         if theirs.get("weights_sha256") != mine.get("weights_sha256"):
-            raise InitFromError(
+            raise InitChangedError(
                 f"it started from other weights (init_from {theirs.get('path')!r}, digest "
                 f"{theirs.get('weights_sha256')}) than this run's ({mine.get('path')!r}, digest "
                 f"{mine.get('weights_sha256')}): the init checkpoint changed, so the run "
