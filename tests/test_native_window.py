@@ -12,7 +12,7 @@ from torch import nn
 
 from statetrain import runner
 from statetrain.callbacks import EarlyStopping
-from statetrain.checkpoint import load_checkpoint_file
+from statetrain.checkpoint import CheckpointError, load_checkpoint_file
 from statetrain.config import dataset_spec, grid_points, training_config, validate_config
 from statetrain.tasks.frequency.data import generate_split, save_array
 from statetrain.tasks.frequency.model import FrequencyLSTM
@@ -131,11 +131,8 @@ def one_stream(tmp_path_factory):
     return cfg, spec, paths
 
 
-def test_polishing_begins_once_frozen_validation_reaches_its_level(one_stream, tmp_path):
-    """A level every validation meets: epoch 1 trains on the cooling lr, every later epoch on
-    the flat polish lr with its own number of draws; a resumed run keeps polishing."""
-    _, spec, paths = one_stream
-    window = {"first": 100, "iterations": 3, "draws": 3, "polish_lr": 1e-5, "polish_at": 10.0}
+def _polish_training(window, epochs, **training):
+    """A tiny window-training run's training section (4 hidden units, 7 Hz of 7 and 5)."""
     cfg = validate_config(
         {
             "data": {"duration_s": 0.3, "frequencies": [7, 5]},
@@ -144,12 +141,21 @@ def test_polishing_begins_once_frozen_validation_reaches_its_level(one_stream, t
                 "state_reset": "stream",
                 "hidden_size": 4,
                 "lr": 3e-3,
-                "epochs": 3,
-                "window": {**window, "polish_draws": 1},
+                "epochs": epochs,
+                "window": {"first": 100, "iterations": 3, **window},
+                **training,
             },
         }
     )
-    training = training_config(cfg, grid_points(cfg)[0], "spec")
+    return training_config(cfg, grid_points(cfg)[0], "spec")
+
+
+def test_polishing_begins_once_frozen_validation_reaches_its_level(one_stream, tmp_path):
+    """A level every validation meets: epoch 1 trains on the cooling lr, every later epoch on
+    the flat polish lr with its own number of draws; a resumed run keeps polishing."""
+    _, spec, paths = one_stream
+    window = {"draws": 3, "polish_lr": 1e-5, "polish_at": 10.0, "polish_draws": 1}
+    training = _polish_training(window, epochs=3)
     metrics = runner.run("frequency", spec, training, paths, tmp_path / "p")
     ckpt = load_checkpoint_file(tmp_path / "p" / "last.pth")
     assert ckpt["history"]["lr"][0] == pytest.approx(3e-3, rel=1e-6)  # first window: base lr
@@ -168,28 +174,8 @@ def test_polishing_begins_once_frozen_validation_reaches_its_level(one_stream, t
 
 
 def _ema_training(engine, epochs=4):
-    cfg = validate_config(
-        {
-            "data": {"duration_s": 0.3, "frequencies": [7, 5]},
-            "training": {
-                "mode": "window",
-                "state_reset": "stream",
-                "hidden_size": 4,
-                "lr": 3e-3,
-                "epochs": epochs,
-                "engine": engine,
-                "window": {
-                    "first": 100,
-                    "iterations": 3,
-                    "draws": 2,
-                    "polish_lr": 1e-4,
-                    "polish_at": 10.0,
-                    "polish_ema": 0.5,
-                },
-            },
-        }
-    )
-    return training_config(cfg, grid_points(cfg)[0], "spec")
+    window = {"draws": 2, "polish_lr": 1e-4, "polish_at": 10.0, "polish_ema": 0.5}
+    return _polish_training(window, epochs, engine=engine)
 
 
 def test_polishing_validates_and_saves_the_average_of_the_weights(one_stream, tmp_path):
@@ -225,6 +211,12 @@ def test_polishing_validates_and_saves_the_average_of_the_weights(one_stream, tm
     with pytest.raises(ValueError, match=r"window_state\.average"):
         curriculum.load_state_dict(hostile["window_state"], params=list(model.parameters()))
     assert curriculum.window == 0 and curriculum.average is None
+    # ... and so is one whose saved iterates hold NaN (they would be trained on)
+    raw = [t.clone() for t in state["raw"]]
+    raw[0][0] = float("nan")
+    torch.save({**native, "window_state": {**state, "raw": raw}}, tmp_path / "nan.pth")
+    with pytest.raises(CheckpointError, match=r"window_state\.raw\.0"):
+        load_checkpoint_file(tmp_path / "nan.pth")
 
 
 class _History:

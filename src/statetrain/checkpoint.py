@@ -121,7 +121,11 @@ def check_finite(payload: Mapping[str, Any], path: str | Path) -> None:
     """NaN/Inf weights are refused on read too: a model that can only predict NaN must not be
     evaluated, exported or resumed into a crash loop."""
     bad = _non_finite(
-        {k: payload.get(k) for k in ("model_state_dict", "best_state_dict") if k in payload}
+        {
+            k: payload.get(k)
+            for k in ("model_state_dict", "best_state_dict", "window_state")  # its weights too
+            if k in payload
+        }
     )
     if bad:
         raise CheckpointError(
