@@ -114,9 +114,8 @@ class WindowCurriculum:
         if self.polishing:
             return self.polish_lr
         ratio = first / self.window
-        scale = (
-            math.sqrt(ratio) if self.lr_power == 0.5 else ratio**self.lr_power
-        )  # exact as before
+        # math.sqrt for the default, so that it is the lr of before bit for bit
+        scale = math.sqrt(ratio) if self.lr_power == 0.5 else ratio**self.lr_power
         return max(self.base_lr * scale, self.lr_floor)
 
     # ------------------------------------------------------------------ batches
@@ -169,9 +168,9 @@ class WindowCurriculum:
         to the next. A low flat lr keeps the locked state and refines it. One validation is
         not proof of a lock: at a 625-row window a 5 Hz expert scored 0.0015 once, polishing
         froze it there and it stayed a weak oscillator (test 0.0054; docs/research/
-        assemble.md), hence the streak and the window: measured over 18 experts of 3, 5 and
-        7 Hz, those that began polishing at a window of 3 periods tested 0.002-0.005, at 12
-        or more 0.0003-0.0007. Read from the history, so a resumed run decides as an
+        assemble.md), hence the streak and the window: of 18 experts of 3, 5 and 7 Hz, those
+        that began polishing at a window of about 3 periods tested 0.002-0.005, those at 10
+        periods or more 0.0003-0.001. Read from the history, so a resumed run decides as an
         uninterrupted one did.
         """
         if self.window < min(self.polish_window, max_len):
