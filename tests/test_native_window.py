@@ -194,7 +194,8 @@ def test_polishing_validates_and_saves_the_average_of_the_weights(one_stream, tm
         assert torch.equal(native["model_state_dict"][name], average), name
         assert not torch.equal(average, raw), name  # the last iterate is kept apart
     for name, value in native["model_state_dict"].items():
-        assert torch.allclose(runs["torch"]["model_state_dict"][name], value, atol=1e-5), name
+        other = runs["torch"]["model_state_dict"][name]
+        assert float((other - value).abs().max()) <= 1e-4 * float(value.abs().max()), name
     # two epochs, then resumed for two more: the same as four straight
     runner.run("frequency", spec, _ema_training("native", 2), paths, tmp_path / "r")
     runner.run("frequency", spec, _ema_training("native"), paths, tmp_path / "r")

@@ -176,8 +176,9 @@ class WindowCurriculum:
         if self.window < min(self.polish_window, max_len):
             return
         values = trainer.history.get("val_mse") or []
-        recent = values[-max(self.polish_streak, 1) :]
-        if self.polishing or not self.polish_lr or len(recent) < max(self.polish_streak, 1):
+        streak = max(self.polish_streak, 1)
+        recent = values[-streak:]
+        if self.polishing or not self.polish_lr or len(recent) < streak:
             return
         if not all(v < self.polish_at for v in recent):  # NaN counts as not below
             return
