@@ -13,7 +13,13 @@ from torch import nn
 from statetrain import runner
 from statetrain.callbacks import EarlyStopping
 from statetrain.checkpoint import CheckpointError, load_checkpoint_file
-from statetrain.config import dataset_spec, grid_points, training_config, validate_config
+from statetrain.config import (
+    ConfigError,
+    dataset_spec,
+    grid_points,
+    training_config,
+    validate_config,
+)
 from statetrain.tasks.frequency.data import generate_split, save_array
 from statetrain.tasks.frequency.model import FrequencyLSTM
 from statetrain.tasks.frequency.native_window import WindowSession, supports_window
@@ -298,3 +304,37 @@ def test_the_kernels_tanh_is_within_4e_7_of_the_true_one():
     assert np.max(np.abs(approx - exact)) < 4e-7
     sig = np.array([_sigmoid(v) for v in x[::50]], dtype=np.float64)
     assert np.max(np.abs(sig - 1 / (1 + np.exp(-x[::50].astype(np.float64))))) < 4e-7
+
+
+def test_signal_decay_shrinks_the_weights_on_s_alike_in_both_engines(one_stream, tmp_path):
+    """signal_decay: the gate weights on S (input 0) shrink towards 0 after every step and no
+    other weight is decayed; the two engines agree; polish_signal_decay takes over once
+    polishing has begun; a decay that would flip the weights' sign is refused."""
+    _, spec, paths = one_stream
+    runs = {}
+    for name, window, engine in (
+        ("plain", {"draws": 2}, "native"),
+        ("native", {"draws": 2, "signal_decay": 150}, "native"),
+        ("torch", {"draws": 2, "signal_decay": 150}, "torch"),
+        (
+            "polish",
+            {"draws": 2, "polish_lr": 3e-3, "polish_at": 10.0, "polish_signal_decay": 150},
+            "native",
+        ),
+    ):
+        training = _polish_training(window, epochs=4, engine=engine)
+        runner.run("frequency", spec, training, paths, tmp_path / name)
+        runs[name] = load_checkpoint_file(tmp_path / name / "last.pth")["model_state_dict"]
+    s_weights = {k: float(v["lstm.weight_ih_l0"][:, 0].abs().max()) for k, v in runs.items()}
+    # 12 steps at lr 3e-3 × 150: each shrinks by 0.55, Adam adds at most ~lr per step
+    assert s_weights["native"] < 0.02 < 0.1 < s_weights["plain"]
+    # polishing from epoch 2 on (9 steps): decayed too, though not from the first step
+    assert s_weights["polish"] < 0.03
+    for key, value in runs["native"].items():
+        other = runs["torch"][key]
+        assert float((other - value).abs().max()) <= 1e-4 * float(value.abs().max()), key
+    # the one-hot columns are trained, not decayed
+    c_weights = runs["native"]["lstm.weight_ih_l0"][:, 1:].abs().max()
+    assert float(c_weights) > 0.1
+    with pytest.raises(ConfigError, match="flipping their sign"):
+        _polish_training({"signal_decay": 400}, epochs=1)

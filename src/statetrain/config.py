@@ -499,6 +499,16 @@ def training_config(
                 f"{where}: training.mode 'window' sets the learning rate itself "
                 "(it cools as the window grows); set training.scheduler.type: none."
             )
+        window = training["window"]
+        decay = max(window["signal_decay"], window["polish_signal_decay"])
+        top_lr = max(training["lr"], window["polish_lr"])
+        if top_lr * decay >= 1:
+            raise ConfigError(
+                f"{where}: training.window.signal_decay (or polish_signal_decay) {decay:g} at "
+                f"lr {top_lr:g} would shrink the weights on S by a factor "
+                f"1 - lr · decay = {1 - top_lr * decay:g} per step, flipping their sign; "
+                "keep lr · decay well below 1 (e.g. 100 at lr 3e-3: 0.7 per step)."
+            )
     if training["early_stopping"].get("after_polishing") and not (
         training["mode"] == "window" and training["window"]["polish_lr"] > 0
     ):

@@ -330,11 +330,17 @@ class WindowSession:
         self._average = _pack(self.layout, self._average_into)
 
     def step(
-        self, x: np.ndarray, y: np.ndarray, lr: float, average: float = 0.0
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        lr: float,
+        average: float = 0.0,
+        signal_decay: float = 0.0,
     ) -> tuple[float, float, bool]:
         """One iteration on x (B, L, I), y (B, L) or (B, L, K): (loss, grad norm, applied).
-        After an applied step the average (``start_average``) moves by ``average`` of the way
-        to the new weights."""
+        After an applied step the weights on input 0 (S) shrink by ``lr · signal_decay``
+        (decoupled decay) and then the average (``start_average``) moves by ``average`` of
+        the way to the new weights."""
         n_out = self.layout.n_out
         x = np.require(x, dtype=np.float32, requirements=("C", "A", "W"))
         if x.ndim != 3 or x.shape[2] != self.layout.n_in:
@@ -363,6 +369,9 @@ class WindowSession:
                 self._out,
             )
         applied = bool(self._out[2])
+        if applied and signal_decay:
+            start = int(lay.lay[0])  # W_ih^T's first row: the gate weights on input 0
+            adam.theta[start : start + 4 * lay.hid] *= np.float32(1.0 - lr * signal_decay)
         if applied and self._average is not None:
             self._average += np.float32(average) * (adam.theta - self._average)
         return float(self._out[0]), float(self._out[1]), applied

@@ -50,6 +50,8 @@ class WindowCurriculum:
     polish_window: int = 0  # ... and the window has reached this many rows (or the stream)
     polish_draws: int = 0  # draws per iteration while polishing (0 = draws)
     polish_ema: float = 0.0  # > 0: while polishing, evaluate an EMA of the iterates (decay/it)
+    signal_decay: float = 0.0  # decoupled decay of the weights on the signal S (input 0)
+    polish_signal_decay: float = 0.0  # ... while polishing (0 = signal_decay)
     seed: int = 0
     spec: Mapping[str, Any] | None = None  # data generator parameters; None = the training file
     window: int = 0  # current window (state)
@@ -67,7 +69,7 @@ class WindowCurriculum:
         a section saved before a key existed takes that key's default)."""
         keys = ("first", "growth", "streak", "threshold", "draws", "iterations", "lr_floor")
         keys += ("polish_lr", "polish_at", "polish_streak", "polish_window", "polish_draws")
-        keys += ("polish_ema", "lr_power")
+        keys += ("polish_ema", "lr_power", "signal_decay", "polish_signal_decay")
         return cls(**{k: window[k] for k in keys if k in window}, seed=int(seed), spec=spec)
 
     # ------------------------------------------------------------------ state
@@ -117,6 +119,19 @@ class WindowCurriculum:
         # math.sqrt for the default, so that it is the lr of before bit for bit
         scale = math.sqrt(ratio) if self.lr_power == 0.5 else ratio**self.lr_power
         return max(self.base_lr * scale, self.lr_floor)
+
+    def signal_decay_rate(self) -> float:
+        """The decay of the weights on S for the next iteration (per unit of lr).
+
+        With phase noise U(0, 2π) S at each instant is independent of the target
+        (learnability.md), so every weight on it only feeds noise into the oscillator: the
+        8-draw test MSE of the session-6 experts was mostly that (7 Hz: variance 0.0005-0.0013
+        of 0.0007-0.0015). A decoupled decay (AdamW's form, on S's column of W_ih only) lets
+        training find that out: a weight S is useful to keeps its gradient against the decay.
+        """
+        if self.polishing and self.polish_signal_decay:
+            return self.polish_signal_decay
+        return self.signal_decay
 
     # ------------------------------------------------------------------ batches
     def _start_window(self, max_len: int) -> int:
@@ -204,10 +219,10 @@ class WindowCurriculum:
 
     @staticmethod
     def _torch_step(
-        trainer: Any, params: list, x: np.ndarray, y: np.ndarray
+        trainer: Any, params: list, x: np.ndarray, y: np.ndarray, shrink: float = 0.0
     ) -> tuple[float, float]:
         """One iteration through PyTorch's sequence LSTM: (loss, gradient norm); the step is
-        taken only when both are finite."""
+        taken only when both are finite, and then the weights on S shrink by ``shrink``."""
         model, opt = trainer.model, trainer.optimizer
         out, _ = model(torch.from_numpy(x).to(trainer.device), None)  # zero state per stream
         loss = trainer.criterion(out, torch.from_numpy(y).to(trainer.device))
@@ -218,6 +233,9 @@ class WindowCurriculum:
         value = float(loss.detach())
         if math.isfinite(value) and math.isfinite(gn):
             opt.step()
+            if shrink:
+                with torch.no_grad():  # the factor rounded to float32, as the kernel does
+                    model.lstm.weight_ih_l0[:, 0].mul_(float(np.float32(1.0 - shrink)))
         return value, gn
 
     def run_epoch(self, trainer: Any, epoch: int) -> Any:
@@ -251,10 +269,13 @@ class WindowCurriculum:
                 for group in opt.param_groups:
                     group["lr"] = lr
                 x, y = self.batch(trainer, epoch, it)
+                decay = self.signal_decay_rate()
                 if session is not None:
-                    value, gn, _ = session.step(x, y, lr, average=1.0 - self.polish_ema)
+                    value, gn, _ = session.step(
+                        x, y, lr, average=1.0 - self.polish_ema, signal_decay=decay
+                    )
                 else:
-                    value, gn = self._torch_step(trainer, params, x, y)
+                    value, gn = self._torch_step(trainer, params, x, y, lr * decay)
                 if not (math.isfinite(value) and math.isfinite(gn)):
                     bad += 1
                     self.held = 0
