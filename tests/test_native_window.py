@@ -4,6 +4,7 @@ early-stopping level that the window recipe uses."""
 
 import copy
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -309,27 +310,29 @@ def test_the_kernels_tanh_is_within_4e_7_of_the_true_one():
 def test_signal_decay_shrinks_the_weights_on_s_alike_in_both_engines(one_stream, tmp_path):
     """signal_decay: the gate weights on S (input 0) shrink towards 0 after every step and no
     other weight is decayed; the two engines agree; polish_signal_decay takes over once
-    polishing has begun; a decay that would flip the weights' sign is refused."""
+    polishing has begun (L-BFGS polishing takes it as a penalty); a decay that would flip the
+    weights' sign is refused."""
     _, spec, paths = one_stream
+    polish = {"draws": 2, "polish_lr": 3e-3, "polish_at": 10.0, "polish_signal_decay": 150}
     runs = {}
     for name, window, engine in (
         ("plain", {"draws": 2}, "native"),
         ("native", {"draws": 2, "signal_decay": 150}, "native"),
         ("torch", {"draws": 2, "signal_decay": 150}, "torch"),
-        (
-            "polish",
-            {"draws": 2, "polish_lr": 3e-3, "polish_at": 10.0, "polish_signal_decay": 150},
-            "native",
-        ),
+        ("polish", polish, "native"),
     ):
         training = _polish_training(window, epochs=4, engine=engine)
         runner.run("frequency", spec, training, paths, tmp_path / name)
         runs[name] = load_checkpoint_file(tmp_path / name / "last.pth")["model_state_dict"]
+    lbfgs = {**polish, "polish_optimizer": "lbfgs"}  # the decay as an L2 penalty
+    runner.run("frequency", spec, _polish_training(lbfgs, epochs=4), paths, tmp_path / "lbfgs")
+    runs["lbfgs"] = load_checkpoint_file(tmp_path / "lbfgs" / "last.pth")["model_state_dict"]
     s_weights = {k: float(v["lstm.weight_ih_l0"][:, 0].abs().max()) for k, v in runs.items()}
     # 12 steps at lr 3e-3 × 150: each shrinks by 0.55, Adam adds at most ~lr per step
     assert s_weights["native"] < 0.02 < 0.1 < s_weights["plain"]
     # polishing from epoch 2 on (9 steps): decayed too, though not from the first step
     assert s_weights["polish"] < 0.03
+    assert s_weights["lbfgs"] < 0.03
     for key, value in runs["native"].items():
         other = runs["torch"][key]
         assert float((other - value).abs().max()) <= 1e-4 * float(value.abs().max()), key
@@ -338,3 +341,46 @@ def test_signal_decay_shrinks_the_weights_on_s_alike_in_both_engines(one_stream,
     assert float(c_weights) > 0.1
     with pytest.raises(ConfigError, match="flipping their sign"):
         _polish_training({"signal_decay": 400}, epochs=1)
+
+
+def test_lbfgs_polishing_lowers_the_loss_in_both_engines_and_resumes_exactly(one_stream, tmp_path):
+    """polish_optimizer lbfgs: one polishing epoch is one L-BFGS run on one batch, which
+    lowers its loss; the two engines take the same path (the kernel's gradient is torch's to
+    float32 rounding); an epoch's L-BFGS history does not outlive it, so a resumed run is the
+    uninterrupted one; polish_ema (Adam's iterates) is refused with it."""
+    x, y = _batch(3, n_b=2, n_t=300)
+    torch.manual_seed(0)
+    model = FrequencyLSTM(input_size=5, hidden_size=8)
+    twin = copy.deepcopy(model)
+    curriculum = WindowCurriculum(iterations=15)
+    ends = {}
+    for engine, m in (("native", model), ("torch", twin)):
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+        trainer = SimpleNamespace(model=m, criterion=nn.MSELoss(), device="cpu")
+        session = WindowSession(m, opt, 1.0) if engine == "native" else None
+        with torch.no_grad():
+            start = float(nn.MSELoss()(m(torch.from_numpy(x))[0], torch.from_numpy(y)))
+        value, _, evaluations, ok = curriculum._lbfgs_epoch(
+            trainer, list(m.parameters()), session, x, y
+        )
+        if session is not None:
+            session.close()
+        with torch.no_grad():
+            end = float(nn.MSELoss()(m(torch.from_numpy(x))[0], torch.from_numpy(y)))
+        assert ok and evaluations >= 15, engine
+        assert end == pytest.approx(value, rel=1e-4), engine  # what it reports is the model's
+        assert end < 0.8 * start, engine
+        ends[engine] = end
+    assert ends["torch"] == pytest.approx(ends["native"], rel=0.05)
+    # in a run: resumed after 2 of 4 epochs, the same weights as 4 straight
+    _, spec, paths = one_stream
+    window = {"draws": 2, "polish_lr": 1e-4, "polish_at": 10.0, "polish_optimizer": "lbfgs"}
+    runner.run("frequency", spec, _polish_training(window, 4), paths, tmp_path / "s")
+    runner.run("frequency", spec, _polish_training(window, 2), paths, tmp_path / "r")
+    runner.run("frequency", spec, _polish_training(window, 4), paths, tmp_path / "r")
+    straight = load_checkpoint_file(tmp_path / "s" / "last.pth")["model_state_dict"]
+    resumed = load_checkpoint_file(tmp_path / "r" / "last.pth")["model_state_dict"]
+    for key, value in straight.items():
+        assert torch.equal(resumed[key], value), key
+    with pytest.raises(ConfigError, match="polish_ema"):
+        _polish_training({**window, "polish_ema": 0.9}, epochs=1)

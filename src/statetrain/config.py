@@ -509,6 +509,13 @@ def training_config(
                 f"1 - lr · decay = {1 - top_lr * decay:g} per step, flipping their sign; "
                 "keep lr · decay well below 1 (e.g. 100 at lr 3e-3: 0.7 per step)."
             )
+        if window["polish_optimizer"] == "lbfgs" and window["polish_ema"] > 0:
+            raise ConfigError(
+                f"{where}: training.window.polish_ema averages the iterates of Adam's "
+                "polishing steps, and polish_optimizer lbfgs takes none (each polishing epoch "
+                "is one L-BFGS run whose end is validated); set polish_ema: 0 or "
+                "polish_optimizer: adam."
+            )
     if training["early_stopping"].get("after_polishing") and not (
         training["mode"] == "window" and training["window"]["polish_lr"] > 0
     ):

@@ -133,17 +133,14 @@ def _sumsq_ordered(a):
 
 
 @njit(**_JIT)
-def _window_step(x, y, theta, grad, exp_avg, exp_avg_sq, steps, lay, hid, hyper, out):
-    """One optimizer step of whole-window training of a one-layer FrequencyLSTM.
+def _window_grad(x, y, theta, grad, lay, hid):
+    """The MSE of a one-layer FrequencyLSTM over whole windows, and its gradient into grad.
 
     x (B, L, I) and y (B, L, K) float32; every sequence starts from a zero state. The loss is
-    the MSE over all B·L·K values. theta, exp_avg, exp_avg_sq and steps (one per tensor) are
-    updated in place when the loss and the gradient norm are finite; out receives
-    (loss, total gradient norm before clipping, applied 0/1). hyper (float64): lr, beta1,
-    beta2, eps, weight_decay, clip (negative: off), weight-decay mode. Every sum runs in a
-    fixed order (the vectorised loops are element-wise), so the result does not depend on the
-    CPU's vector width. Written with plain indices: array views made per time step cost
-    reference counting in numba.
+    the MSE over all B·L·K values (returned as float32). Every sum runs in a fixed order (the
+    vectorised loops are element-wise), so the result does not depend on the CPU's vector
+    width. Written with plain indices: array views made per time step cost reference counting
+    in numba.
     """
     n_b, n_t, n_in = x.shape
     gates = 4 * hid
@@ -264,7 +261,20 @@ def _window_step(x, y, theta, grad, exp_avg, exp_avg_sq, steps, lay, hid, hyper,
     for r in range(gates):  # b_ih and b_hh receive the same gradient
         gbih[r] = gb[r]
         gbhh[r] = gb[r]
-    loss = np.float32(se_total * inv_n)
+    return np.float32(se_total * inv_n)
+
+
+@njit(**_JIT)
+def _window_step(x, y, theta, grad, exp_avg, exp_avg_sq, steps, lay, hid, hyper, out):
+    """One optimizer step of whole-window training of a one-layer FrequencyLSTM.
+
+    The loss and gradient of ``_window_grad``; theta, exp_avg, exp_avg_sq and steps (one per
+    tensor) are updated in place when the loss and the gradient norm are finite; out receives
+    (loss, total gradient norm before clipping, applied 0/1). hyper (float64): lr, beta1,
+    beta2, eps, weight_decay, clip (negative: off), weight-decay mode.
+    """
+    n_in = x.shape[2]
+    loss = _window_grad(x, y, theta, grad, lay, hid)
     # ---- clip_grad_norm_ over the per-tensor norms, then Adam
     seg = _segments(lay, n_in, hid, 1, theta.shape[0])
     n_seg = seg.shape[0] - 1
@@ -341,16 +351,7 @@ class WindowSession:
         After an applied step the weights on input 0 (S) shrink by ``lr · signal_decay``
         (decoupled decay) and then the average (``start_average``) moves by ``average`` of
         the way to the new weights."""
-        n_out = self.layout.n_out
-        x = np.require(x, dtype=np.float32, requirements=("C", "A", "W"))
-        if x.ndim != 3 or x.shape[2] != self.layout.n_in:
-            raise ValueError(f"x must be (batch, steps, {self.layout.n_in}), got shape {x.shape}")
-        y = np.asarray(y, dtype=np.float32)
-        if y.size != x.shape[0] * x.shape[1] * n_out:
-            raise ValueError(
-                f"y must hold {n_out} target(s) per row of x {x.shape[:2]}, got shape {y.shape}"
-            )
-        y = np.require(y.reshape(x.shape[0], x.shape[1], n_out), requirements=("C", "A", "W"))
+        x, y = self._inputs(x, y)
         adam = self.adam
         adam.hyper[0] = float(lr)
         lay = self.layout
@@ -375,6 +376,27 @@ class WindowSession:
         if applied and self._average is not None:
             self._average += np.float32(average) * (adam.theta - self._average)
         return float(self._out[0]), float(self._out[1]), applied
+
+    def _inputs(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x (B, L, I) and y as the kernel's contiguous float32 (B, L, K), or a ValueError."""
+        n_out = self.layout.n_out
+        x = np.require(x, dtype=np.float32, requirements=("C", "A", "W"))
+        if x.ndim != 3 or x.shape[2] != self.layout.n_in:
+            raise ValueError(f"x must be (batch, steps, {self.layout.n_in}), got shape {x.shape}")
+        y = np.asarray(y, dtype=np.float32)
+        if y.size != x.shape[0] * x.shape[1] * n_out:
+            raise ValueError(
+                f"y must hold {n_out} target(s) per row of x {x.shape[:2]}, got shape {y.shape}"
+            )
+        return x, np.require(y.reshape(x.shape[0], x.shape[1], n_out), requirements=("C", "A", "W"))
+
+    def loss_and_grad(self, x: np.ndarray, y: np.ndarray) -> float:
+        """The window MSE at the current weights, its gradient left in ``self.grad`` (the
+        flat layout of ``self.adam.theta``); no step is taken."""
+        x, y = self._inputs(x, y)
+        lay = self.layout
+        with flush_denormals():
+            return float(_window_grad(x, y, self.adam.theta, self.grad, lay.lay, lay.hid))
 
     def close(self) -> None:
         """Write the parameters, the Adam moments, the step counts and the average (if any)
