@@ -346,8 +346,9 @@ def test_signal_decay_shrinks_the_weights_on_s_alike_in_both_engines(one_stream,
 def test_lbfgs_polishing_lowers_the_loss_in_both_engines_and_resumes_exactly(one_stream, tmp_path):
     """polish_optimizer lbfgs: one polishing epoch is one L-BFGS run on one batch, which
     lowers its loss; the two engines take the same path (the kernel's gradient is torch's to
-    float32 rounding); an epoch's L-BFGS history does not outlive it, so a resumed run is the
-    uninterrupted one; polish_ema (Adam's iterates) is refused with it."""
+    float32 rounding); an epoch's L-BFGS history does not outlive it and lbfgs_after's count
+    travels in the checkpoint, so a resumed run is the uninterrupted one; polish_ema (Adam's
+    iterates) is refused with it."""
     x, y = _batch(3, n_b=2, n_t=300)
     torch.manual_seed(0)
     model = FrequencyLSTM(input_size=5, hidden_size=8)
@@ -372,15 +373,21 @@ def test_lbfgs_polishing_lowers_the_loss_in_both_engines_and_resumes_exactly(one
         assert end < 0.8 * start, engine
         ends[engine] = end
     assert ends["torch"] == pytest.approx(ends["native"], rel=0.05)
-    # in a run: resumed after 2 of 4 epochs, the same weights as 4 straight
+    # in a run (polishing from epoch 2, its first epoch Adam's, lbfgs_after 1): resumed after
+    # 2 of 4 epochs, the same weights as 4 straight; L-BFGS from epoch 2 ends elsewhere
     _, spec, paths = one_stream
     window = {"draws": 2, "polish_lr": 1e-4, "polish_at": 10.0, "polish_optimizer": "lbfgs"}
-    runner.run("frequency", spec, _polish_training(window, 4), paths, tmp_path / "s")
-    runner.run("frequency", spec, _polish_training(window, 2), paths, tmp_path / "r")
-    runner.run("frequency", spec, _polish_training(window, 4), paths, tmp_path / "r")
-    straight = load_checkpoint_file(tmp_path / "s" / "last.pth")["model_state_dict"]
+    after = {**window, "lbfgs_after": 1}
+    runner.run("frequency", spec, _polish_training(after, 4), paths, tmp_path / "s")
+    runner.run("frequency", spec, _polish_training(after, 2), paths, tmp_path / "r")
+    runner.run("frequency", spec, _polish_training(after, 4), paths, tmp_path / "r")
+    runner.run("frequency", spec, _polish_training(window, 4), paths, tmp_path / "a")
+    straight = load_checkpoint_file(tmp_path / "s" / "last.pth")
+    assert straight["window_state"]["polished"] == 3
     resumed = load_checkpoint_file(tmp_path / "r" / "last.pth")["model_state_dict"]
-    for key, value in straight.items():
+    at_once = load_checkpoint_file(tmp_path / "a" / "last.pth")["model_state_dict"]
+    for key, value in straight["model_state_dict"].items():
         assert torch.equal(resumed[key], value), key
+    assert not all(torch.equal(at_once[k], v) for k, v in straight["model_state_dict"].items())
     with pytest.raises(ConfigError, match="polish_ema"):
         _polish_training({**window, "polish_ema": 0.9}, epochs=1)

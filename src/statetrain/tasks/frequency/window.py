@@ -64,11 +64,13 @@ class WindowCurriculum:
     signal_decay: float = 0.0  # decoupled decay of the weights on the signal S (input 0)
     polish_signal_decay: float = 0.0  # ... while polishing (0 = signal_decay)
     polish_optimizer: str = "adam"  # "lbfgs": polishing epochs are L-BFGS runs on one batch
+    lbfgs_after: int = 0  # ... once this many polishing epochs have taken Adam steps
     seed: int = 0
     spec: Mapping[str, Any] | None = None  # data generator parameters; None = the training file
     window: int = 0  # current window (state)
     held: int = 0  # current streak (state)
     polishing: bool = False  # the final phase has begun (state)
+    polished: int = 0  # polishing epochs run (state)
     average: list | None = None  # the EMA of the weights while polishing (state)
     raw: list | None = None  # the trained weights while the model holds the average (state)
     base_lr: float = field(default=0.0)
@@ -82,7 +84,7 @@ class WindowCurriculum:
         keys = ("first", "growth", "streak", "threshold", "draws", "iterations", "lr_floor")
         keys += ("polish_lr", "polish_at", "polish_streak", "polish_window", "polish_draws")
         keys += ("polish_ema", "lr_power", "signal_decay", "polish_signal_decay")
-        keys += ("polish_optimizer",)
+        keys += ("polish_optimizer", "lbfgs_after")
         return cls(**{k: window[k] for k in keys if k in window}, seed=int(seed), spec=spec)
 
     # ------------------------------------------------------------------ state
@@ -92,6 +94,7 @@ class WindowCurriculum:
             "held": self.held,
             "base_lr": self.base_lr,
             "polishing": self.polishing,
+            "polished": self.polished,
             "average": self.average,
             "raw": self.raw,
         }
@@ -122,6 +125,7 @@ class WindowCurriculum:
         self.held = int(state["held"])
         self.base_lr = float(state["base_lr"])
         self.polishing = bool(state.get("polishing", False))  # absent before polishing existed
+        self.polished = int(state.get("polished", 0))  # absent before lbfgs_after existed
         self.average, self.raw = lists["average"], lists["raw"]
 
     def learning_rate(self, first: int) -> float:
@@ -340,7 +344,11 @@ class WindowCurriculum:
             if averaging:
                 session.start_average(params, self.average)
         losses, norms, clipped, bad = [], [], 0, 0
-        lbfgs = self.polishing and self.polish_optimizer == "lbfgs"
+        lbfgs = (
+            self.polishing
+            and self.polish_optimizer == "lbfgs"
+            and self.polished >= self.lbfgs_after
+        )
         try:
             if lbfgs:
                 for group in opt.param_groups:  # the history's lr: polish_lr, as with Adam
@@ -384,6 +392,7 @@ class WindowCurriculum:
         finally:
             if session is not None:
                 session.close()
+        self.polished += self.polishing
         if averaging:  # validation and the checkpoint see the average; next epoch trains on
             self.raw = [p.detach().clone() for p in params]
             self._swap(params, self.average)
