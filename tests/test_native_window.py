@@ -384,6 +384,10 @@ def test_lbfgs_polishing_lowers_the_loss_in_both_engines_and_resumes_exactly(one
     runner.run("frequency", spec, _polish_training(window, 4), paths, tmp_path / "a")
     straight = load_checkpoint_file(tmp_path / "s" / "last.pth")
     assert straight["window_state"]["polished"] == 3
+    # the history says which epochs were L-BFGS runs: after_polishing's patience starts there
+    assert straight["history"]["lbfgs"] == [False, False, True, True]
+    assert runner._polishing_column(_polish_training(after, 4)) == "lbfgs"
+    assert runner._polishing_column(_polish_training({"polish_lr": 1e-4}, 4)) == "polishing"
     resumed = load_checkpoint_file(tmp_path / "r" / "last.pth")["model_state_dict"]
     at_once = load_checkpoint_file(tmp_path / "a" / "last.pth")["model_state_dict"]
     for key, value in straight["model_state_dict"].items():

@@ -304,6 +304,14 @@ def _finish(
     return metrics
 
 
+def _polishing_column(training: Mapping[str, Any]) -> str:
+    """The history column whose first true epoch starts the patience of `after_polishing`:
+    with L-BFGS polishing its first L-BFGS epoch (the Adam epochs of `lbfgs_after` before it
+    remove the weights on S and may score worse first, which is not a plateau)."""
+    window = training.get("window") or {}
+    return "lbfgs" if window.get("polish_optimizer") == "lbfgs" else "polishing"
+
+
 def _early_stopping(training: Mapping[str, Any]) -> list[Callback]:
     stopping = training["early_stopping"]
     if not stopping["enabled"]:
@@ -315,7 +323,7 @@ def _early_stopping(training: Mapping[str, Any]) -> list[Callback]:
             min_delta=stopping["min_delta"],
             mode=training["monitor_mode"],
             level=stopping.get("level"),
-            since="polishing" if stopping.get("after_polishing") else None,
+            since=_polishing_column(training) if stopping.get("after_polishing") else None,
             # The deployed model is always the best epoch (best_model.pth), so the run has
             # nothing to restore: the last epoch's weights only continue in last.pth.
             restore_best_weights=False,

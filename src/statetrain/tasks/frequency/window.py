@@ -410,5 +410,6 @@ class WindowCurriculum:
                 "stopped_early": bad >= trainer.max_bad_steps,
                 "window": self.window,
                 "polishing": self.polishing,
+                "lbfgs": lbfgs,
             },
         )
