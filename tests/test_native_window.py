@@ -393,5 +393,23 @@ def test_lbfgs_polishing_lowers_the_loss_in_both_engines_and_resumes_exactly(one
     for key, value in straight["model_state_dict"].items():
         assert torch.equal(resumed[key], value), key
     assert not all(torch.equal(at_once[k], v) for k, v in straight["model_state_dict"].items())
+    # a checkpoint whose count is not a count is refused before anything changes
+    for bad in (-1, "3", 2.5, True):
+        curriculum = WindowCurriculum()
+        with pytest.raises(ValueError, match=r"window_state\.polished"):
+            curriculum.load_state_dict({**straight["window_state"], "polished": bad})
+        assert curriculum.window == 0 and curriculum.polished == 0
     with pytest.raises(ConfigError, match="polish_ema"):
         _polish_training({**window, "polish_ema": 0.9}, epochs=1)
+
+
+def test_an_lbfgs_epoch_below_the_threshold_grows_the_window():
+    """L-BFGS epochs take no streak of iterations: one that ends below the threshold grows
+    the window once (up to the stream), one above it does not."""
+    curriculum = WindowCurriculum(window=400, threshold=0.005, growth=1.25)
+    curriculum._grow_after_lbfgs(epoch=3, loss=0.01, max_len=450)
+    assert curriculum.window == 400
+    curriculum._grow_after_lbfgs(epoch=4, loss=0.001, max_len=450)
+    assert curriculum.window == 450  # 500 capped at the stream
+    curriculum._grow_after_lbfgs(epoch=5, loss=0.001, max_len=450)
+    assert curriculum.window == 450

@@ -121,11 +121,14 @@ class WindowCurriculum:
                 ):
                     raise ValueError(f"window_state.{key} holds tensors of another dtype")
             lists[key] = [t.detach().clone() for t in value] if value is not None else None
+        polished = state.get("polished", 0)  # absent before lbfgs_after existed
+        if isinstance(polished, bool) or not isinstance(polished, int) or polished < 0:
+            raise ValueError(f"window_state.polished must be a count of epochs, not {polished!r}")
         self.window = int(state["window"])
         self.held = int(state["held"])
         self.base_lr = float(state["base_lr"])
         self.polishing = bool(state.get("polishing", False))  # absent before polishing existed
-        self.polished = int(state.get("polished", 0))  # absent before lbfgs_after existed
+        self.polished = polished
         self.average, self.raw = lists["average"], lists["raw"]
 
     def learning_rate(self, first: int) -> float:
@@ -319,6 +322,18 @@ class WindowCurriculum:
                     v.copy_(b)
         return value, gn, evaluations, ok
 
+    def _grow_after_lbfgs(self, epoch: int, loss: float, max_len: int) -> None:
+        """An L-BFGS epoch that ends below the threshold counts as a held streak: the window
+        grows once, so polishing that began on a short window still reaches the stream."""
+        if loss < self.threshold and self.window < max_len:
+            grown = self._grown(max_len)
+            log.info("epoch %d (L-BFGS): window %d → %d", epoch, self.window, grown)
+            self.window = grown
+
+    def _grown(self, max_len: int) -> int:
+        """The next window: × growth, at least one row longer, at most the stream."""
+        return min(max(int(self.window * self.growth), self.window + 1), max_len)
+
     def run_epoch(self, trainer: Any, epoch: int) -> Any:
         from .trainer import EpochStats
 
@@ -357,6 +372,7 @@ class WindowCurriculum:
                 value, gn, evaluations, ok = self._lbfgs_epoch(trainer, params, session, x, y)
                 if ok:
                     losses, norms = [value] * evaluations, [gn]
+                    self._grow_after_lbfgs(epoch, value, max_len)
                 else:
                     bad = 1
             for it in range(0 if lbfgs else self.iterations):
@@ -384,7 +400,7 @@ class WindowCurriculum:
                 clipped += trainer.clip_grad_norm is not None and gn > trainer.clip_grad_norm
                 self.held = self.held + 1 if value < self.threshold else 0
                 if self.held >= self.streak and self.window < max_len:
-                    grown = min(max(int(self.window * self.growth), self.window + 1), max_len)
+                    grown = self._grown(max_len)
                     log.info(
                         "epoch %d iteration %d: window %d → %d", epoch, it + 1, self.window, grown
                     )
