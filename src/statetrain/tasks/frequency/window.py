@@ -311,7 +311,7 @@ class WindowCurriculum:
             tolerance_change=0.0,
         )
         lbfgs.step(closure)
-        evaluations = int(lbfgs.state[lbfgs._params[0]]["func_evals"])
+        evaluations = int(lbfgs.state[variables[0]]["func_evals"])
         decay = 0.0  # the closures read it when called: the MSE alone, as Adam epochs report
         value = float(closure())
         gn = math.sqrt(sum(float((v.grad.double() ** 2).sum()) for v in variables))
