@@ -123,6 +123,55 @@ def split_file(dataset, split):
     return SPLIT_PATHS[dataset][split]
 
 
+def test_split(wildcards):
+    """The test split a dataset's selected model is scored, plotted and exported on."""
+    return split_file(wildcards.dataset, "test")
+
+
+def all_splits(wildcards):
+    """Every split of a dataset, in SPLITS order (a batch task's figures read all three)."""
+    return [split_file(wildcards.dataset, s) for s in SPLITS]
+
+
+def validation_split(wildcards):
+    return split_file(wildcards.dataset, "validation")
+
+
+def member_models(wildcards):
+    """An experts combination's members: each one's selected model."""
+    return expand(f"{BEST}/best_model.pth", dataset=EXPERTS[wildcards.dataset])
+
+
+def member_metrics(wildcards):
+    return expand(f"{BEST}/metrics.json", dataset=EXPERTS[wildcards.dataset])
+
+
+def scored_split_reports(wildcards):
+    """The validation reports of the splits a combination is scored on."""
+    return expand(
+        f"{DATA}/{{split}}.validation.json",
+        dataset=wildcards.dataset,
+        split=["validation", "test"],
+    )
+
+
+def member_streams(wildcards):
+    """The one stream (frequency) each member of an experts combination was trained on."""
+    return [SPECS[m]["streams"][0] for m in EXPERTS[wildcards.dataset]]
+
+
+def task_title(wildcards):
+    return f"{config['task']}, dataset {wildcards.dataset}"
+
+
+def sweep_title(wildcards):
+    return f"Sweep on {wildcards.dataset}: frozen {TASK.monitor}"
+
+
+def dataset_title(wildcards):
+    return f"dataset {wildcards.dataset}"
+
+
 def split_input(wildcards):
     return split_file(wildcards.dataset, wildcards.split)
 

@@ -6,7 +6,7 @@ rule generate_data:
     conda:
         "../envs/statetrain.yaml"
     params:
-        spec=lambda wildcards: SPECS[wildcards.dataset],
+        spec=lookup(within=SPECS, dpath="{dataset}"),
         task=config["task"],
     script:
         "../../scripts/generate_data.py"
@@ -22,7 +22,7 @@ rule validate_dataset:
     conda:
         "../envs/statetrain.yaml"
     params:
-        spec=lambda wildcards: SPECS[wildcards.dataset],
+        spec=lookup(within=SPECS, dpath="{dataset}"),
         task=config["task"],
     script:
         "../../scripts/validate_dataset.py"

@@ -7,7 +7,7 @@
 rule export_onnx:
     input:
         model=f"{BEST}/best_model.pth",
-        test=lambda wildcards: split_file(wildcards.dataset, "test"),
+        test=test_split,
         test_report=f"{DATA}/test.validation.json",
     output:
         onnx=f"{BEST}/model.onnx",

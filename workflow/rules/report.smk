@@ -16,8 +16,8 @@ rule plot_sweep_curves:
     conda:
         "../envs/statetrain.yaml"
     params:
-        names=lambda wildcards: POINT_NAMES[wildcards.dataset],
-        title=lambda wildcards: f"Sweep on {wildcards.dataset}: frozen {TASK.monitor}",
+        names=lookup(within=POINT_NAMES, dpath="{dataset}"),
+        title=sweep_title,
         monitor=TASK.monitor,
     script:
         "../../scripts/plot_loss_curves.py"
@@ -29,7 +29,7 @@ if not TASK.batch:
     rule plot_predictions:
         input:
             model=f"{BEST}/best_model.pth",
-            test=lambda wildcards: split_file(wildcards.dataset, "test"),
+            test=test_split,
         output:
             graph1=report(
                 f"{PLOTS}/graph1.png",
@@ -50,8 +50,8 @@ if not TASK.batch:
         conda:
             "../envs/statetrain.yaml"
         params:
-            fs=lambda wildcards: SPECS[wildcards.dataset]["fs"],
-            title=lambda wildcards: f"dataset {wildcards.dataset}",
+            fs=lookup(within=SPECS, dpath="{dataset}/fs"),
+            title=dataset_title,
         script:
             "../../scripts/plot_predictions.py"
 
@@ -81,7 +81,7 @@ if TASK.batch:
     rule plot_task:
         input:
             model=f"{BEST}/best_model.pth",
-            splits=lambda wildcards: [split_file(wildcards.dataset, s) for s in SPLITS],
+            splits=all_splits,
         output:
             [
                 report(
@@ -99,9 +99,9 @@ if TASK.batch:
             "../envs/statetrain.yaml"
         params:
             task=config["task"],
-            spec=lambda wildcards: SPECS[wildcards.dataset],
+            spec=lookup(within=SPECS, dpath="{dataset}"),
             figures=TASK.figures,
-            title=lambda wildcards: f"{config['task']}, dataset {wildcards.dataset}",
+            title=task_title,
         script:
             "../../scripts/plot_task.py"
 

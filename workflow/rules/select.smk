@@ -12,7 +12,7 @@ rule select_checkpoint:
     conda:
         "../envs/statetrain.yaml"
     params:
-        names=lambda wildcards: POINT_NAMES[wildcards.dataset],
+        names=lookup(within=POINT_NAMES, dpath="{dataset}"),
         metric=TASK.selection_metric,
         mode=TASK.mode,
     script:
@@ -23,19 +23,11 @@ rule select_checkpoint:
 # and scored on the full four-stream validation and test splits.
 rule combine_experts:
     input:
-        models=lambda wildcards: expand(
-            f"{BEST}/best_model.pth", dataset=EXPERTS[wildcards.dataset]
-        ),
-        metrics=lambda wildcards: expand(
-            f"{BEST}/metrics.json", dataset=EXPERTS[wildcards.dataset]
-        ),
-        validation=lambda wildcards: split_file(wildcards.dataset, "validation"),
-        test=lambda wildcards: split_file(wildcards.dataset, "test"),
-        reports=lambda wildcards: expand(
-            f"{DATA}/{{split}}.validation.json",
-            dataset=wildcards.dataset,
-            split=["validation", "test"],
-        ),
+        models=member_models,
+        metrics=member_metrics,
+        validation=validation_split,
+        test=test_split,
+        reports=scored_split_reports,
     output:
         model=f"{BEST}/best_model.pth",
         selection=f"{BEST}/selection.json",
@@ -47,11 +39,9 @@ rule combine_experts:
     conda:
         "../envs/statetrain.yaml"
     params:
-        members=lambda wildcards: EXPERTS[wildcards.dataset],
-        member_streams=lambda wildcards: [
-            SPECS[m]["streams"][0] for m in EXPERTS[wildcards.dataset]
-        ],
-        frequencies=lambda wildcards: SPECS[wildcards.dataset]["frequencies"],
+        members=lookup(within=EXPERTS, dpath="{dataset}"),
+        member_streams=member_streams,
+        frequencies=lookup(within=SPECS, dpath="{dataset}/frequencies"),
     script:
         "../../scripts/combine_experts.py"
 
