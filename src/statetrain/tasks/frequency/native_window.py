@@ -371,8 +371,7 @@ class WindowSession:
             )
         applied = bool(self._out[2])
         if applied and signal_decay:
-            start = int(lay.lay[0])  # W_ih^T's first row: the gate weights on input 0
-            adam.theta[start : start + 4 * lay.hid] *= np.float32(1.0 - lr * signal_decay)
+            adam.theta[self.signal_rows()] *= np.float32(1.0 - lr * signal_decay)
         if applied and self._average is not None:
             self._average += np.float32(average) * (adam.theta - self._average)
         return float(self._out[0]), float(self._out[1]), applied
@@ -389,6 +388,12 @@ class WindowSession:
                 f"y must hold {n_out} target(s) per row of x {x.shape[:2]}, got shape {y.shape}"
             )
         return x, np.require(y.reshape(x.shape[0], x.shape[1], n_out), requirements=("C", "A", "W"))
+
+    def signal_rows(self) -> slice:
+        """Where the gate weights on input 0 (the signal S) lie in the flat layout: the first
+        row of W_ih^T."""
+        start = int(self.layout.lay[0])
+        return slice(start, start + 4 * self.layout.hid)
 
     def loss_and_grad(self, x: np.ndarray, y: np.ndarray) -> float:
         """The window MSE at the current weights, its gradient left in ``self.grad`` (the

@@ -17,6 +17,7 @@ comes from a generator seeded with (seed, e, i), so a resumed run draws the same
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -244,10 +245,7 @@ class WindowCurriculum:
         """One iteration through PyTorch's sequence LSTM: (loss, gradient norm); the step is
         taken only when both are finite, and then the weights on S shrink by ``shrink``."""
         model, opt = trainer.model, trainer.optimizer
-        out, _ = model(torch.from_numpy(x).to(trainer.device), None)  # zero state per stream
-        loss = trainer.criterion(out, torch.from_numpy(y).to(trainer.device))
-        opt.zero_grad()
-        loss.backward()
+        loss = WindowCurriculum._torch_loss(trainer, params, x, y)
         clip = trainer.clip_grad_norm
         gn = float(nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf))
         value = float(loss.detach())
@@ -257,6 +255,18 @@ class WindowCurriculum:
                 with torch.no_grad():  # the factor rounded to float32, as the kernel does
                     model.lstm.weight_ih_l0[:, 0].mul_(float(np.float32(1.0 - shrink)))
         return value, gn
+
+    @staticmethod
+    def _torch_loss(trainer: Any, params: list, x: np.ndarray, y: np.ndarray) -> torch.Tensor:
+        """The window loss through PyTorch's sequence LSTM, every sequence from a zero state,
+        its gradient left in ``params`` (the old one dropped first)."""
+        for p in params:
+            p.grad = None
+        with torch.enable_grad():
+            out, _ = trainer.model(torch.from_numpy(x).to(trainer.device), None)
+            loss = trainer.criterion(out, torch.from_numpy(y).to(trainer.device))
+            loss.backward()
+        return loss
 
     def _lbfgs_epoch(
         self, trainer: Any, params: list, session: Any, x: np.ndarray, y: np.ndarray
@@ -271,34 +281,24 @@ class WindowCurriculum:
         new batch), so nothing but the weights carries over and a resumed run is the
         uninterrupted one. An epoch that ends non-finite is undone.
         """
-        model = trainer.model
-        decay = self.signal_decay_rate()
         if session is not None:  # the kernel's loss and gradient on its flat weights
             flat = torch.from_numpy(session.adam.theta)
             variables = [flat]
             grad = torch.from_numpy(session.grad)
-            start = int(session.layout.lay[0])
-            signal = slice(start, start + 4 * session.layout.hid)  # W_ih^T's row of S
-            w_s, g_s = flat[signal], grad[signal]
+            rows = session.signal_rows()
+            w_s, g_s = flat[rows], grad[rows]
 
-            def closure() -> torch.Tensor:
+            def objective(decay: float) -> torch.Tensor:
                 value = session.loss_and_grad(x, y)
                 flat.grad = grad
                 return torch.tensor(value, dtype=torch.float64) + _penalise(w_s, g_s, decay)
         else:
             variables = params
-            xt = torch.from_numpy(x).to(trainer.device)
-            yt = torch.from_numpy(y).to(trainer.device)
-            weight = model.lstm.weight_ih_l0
+            weight = trainer.model.lstm.weight_ih_l0
 
-            def closure() -> torch.Tensor:
-                for p in params:
-                    p.grad = None
-                with torch.enable_grad():
-                    out, _ = model(xt, None)
-                    loss = trainer.criterion(out, yt)
-                    loss.backward()
-                return loss.detach().double() + _penalise(weight[:, 0], weight.grad[:, 0], decay)
+            def objective(decay: float) -> torch.Tensor:
+                loss = self._torch_loss(trainer, params, x, y).detach().double()
+                return loss + _penalise(weight[:, 0], weight.grad[:, 0], decay)
 
         before = [v.detach().clone() for v in variables]
         lbfgs = torch.optim.LBFGS(
@@ -310,10 +310,9 @@ class WindowCurriculum:
             tolerance_grad=0.0,
             tolerance_change=0.0,
         )
-        lbfgs.step(closure)
+        lbfgs.step(functools.partial(objective, self.signal_decay_rate()))
         evaluations = int(lbfgs.state[variables[0]]["func_evals"])
-        decay = 0.0  # the closures read it when called: the MSE alone, as Adam epochs report
-        value = float(closure())
+        value = float(objective(0.0))  # the MSE alone at the end, as Adam epochs report it
         gn = math.sqrt(sum(float((v.grad.double() ** 2).sum()) for v in variables))
         ok = math.isfinite(value) and all(bool(torch.isfinite(v).all()) for v in variables)
         if not ok:
